@@ -1,0 +1,36 @@
+"""Sparse categorical cross-entropy with Keras semantics, its stable logits form, and accuracy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Keras's backend.epsilon(): probabilities are clipped to [EPSILON, 1 - EPSILON] before the log.
+EPSILON = 1e-7
+
+
+def sparse_categorical_crossentropy(probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-sample -log p[label] on probabilities, as keras.losses.sparse_categorical_crossentropy.
+
+    Keras renormalises the rows, then clips to [1e-7, 1 - 1e-7]: a saturated softmax gives a loss
+    of at most -log(1e-7) = 16.12 rather than inf, which is what the chapter's naive run printed.
+    """
+    probs = probs / jnp.sum(probs, axis=-1, keepdims=True)
+    probs = jnp.clip(probs, EPSILON, 1.0 - EPSILON)
+    return -jnp.log(jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0])
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-sample cross-entropy from logits via log-softmax: the same loss, without underflow."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def correct(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-sample 1.0 where argmax(scores) == label (scores may be logits or probabilities)."""
+    return (jnp.argmax(scores, axis=-1) == labels).astype(jnp.float32)
+
+
+def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean of `correct`: the chapter's `(argmax(predictions) == labels).mean()`."""
+    return jnp.mean(correct(scores, labels))
