@@ -1,0 +1,363 @@
+"""`python -m jaxmnist.train`: flags -> TrainConfig -> train_and_evaluate -> report.
+
+Every failure a user can cause (flags, data, checkpoints, devices) ends in one line on stderr and
+a non-zero exit: 2 for usage, 1 for the rest, 130 for an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+# The preset and choice tables import nothing heavy, so `--help` and flag errors stay fast.
+CHOICES = {
+    "preset": ("keras", "naive"),
+    "optimizer": ("sgd", "optax-sgd", "rmsprop", "adam"),
+    "init": ("glorot", "naive"),
+    "loss": ("logits", "probs"),
+    "precision": ("float32", "bfloat16"),
+    "loop": ("scan", "batch"),
+    "device": ("auto", "cpu", "gpu"),
+}
+
+DESCRIPTION = """\
+Train the MLP of 'Deep Learning with Python', chapter 2, on MNIST with JAX.
+
+Presets (every setting can be overridden by its flag):
+  keras  Dense(512, relu) -> Dense(10, softmax), Glorot init, RMSprop (Keras 3 settings, lr 1e-3),
+         shuffled batches of 128, 5 epochs. Prints Keras's progress bar. (default)
+  naive  The chapter's hand-built model: W uniform in [0, 0.1), manual SGD at lr 1e-3, batches
+         in order, 10 epochs. Prints the chapter's 'loss at batch N' lines.
+
+The data is fetched, verified and cached on first use (see `python -m jaxmnist.data --help`).
+A checkpoint is written after every epoch; Ctrl-C stops cleanly and --resume continues.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m jaxmnist.train",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        choices=CHOICES["preset"],
+        default="keras",
+        help="the chapter's program to reproduce (default: keras)",
+    )
+    run = p.add_argument_group("training (defaults come from the preset)")
+    run.add_argument("--epochs", type=_positive_int, help="passes over the training set")
+    run.add_argument("--batch-size", type=_positive_int, help="images per step (keras: 128)")
+    run.add_argument(
+        "--optimizer",
+        choices=CHOICES["optimizer"],
+        help="sgd is the chapter's manual update; the others are optax",
+    )
+    run.add_argument("--learning-rate", type=_learning_rate, help="step size (both: 1e-3)")
+    run.add_argument("--init", choices=CHOICES["init"], help="weight initialiser")
+    run.add_argument(
+        "--loss",
+        choices=CHOICES["loss"],
+        help="logits: stable log-softmax; probs: Keras's clipped loss on softmax",
+    )
+    run.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        help="reshuffle the training set every epoch",
+    )
+    run.add_argument("--seed", type=_count, help="root PRNG seed (default 0)")
+    run.add_argument("--hidden", type=_positive_int, help="width of the hidden layer (512)")
+    run.add_argument(
+        "--train-samples", type=_count, help="train on the first N images only (0: all 60000)"
+    )
+    fast = p.add_argument_group("execution")
+    fast.add_argument(
+        "--device",
+        choices=CHOICES["device"],
+        default="auto",
+        help="where to train (auto: a GPU if jax sees one)",
+    )
+    fast.add_argument(
+        "--loop",
+        choices=CHOICES["loop"],
+        help="scan: epochs run on the device (fast); batch: one call per batch",
+    )
+    fast.add_argument(
+        "--precision",
+        choices=CHOICES["precision"],
+        help="bfloat16: bf16 matrix products with float32 accumulation",
+    )
+    fast.add_argument(
+        "--steps-per-dispatch", type=_count, help="steps per device call in the scan loop (0: auto)"
+    )
+    fast.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use the persistent XLA compilation cache",
+    )
+    out = p.add_argument_group("data, checkpoints and output")
+    out.add_argument(
+        "--data-dir",
+        help="MNIST file or directory (npz, IDX, mnist.pkl.gz); "
+        "default: $JAXMNIST_DATA, then the cache, then download",
+    )
+    out.add_argument(
+        "--checkpoint-dir", help="where checkpoints go (default: runs/<preset>-seed<seed>)"
+    )
+    out.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
+    out.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in --checkpoint-dir",
+    )
+    out.add_argument(
+        "--log-every",
+        type=_count,
+        help="print the loss of every Nth batch (naive: 100, keras: 0 = off)",
+    )
+    out.add_argument("--quiet", action="store_true", help="print only the test accuracy")
+    out.add_argument("--metrics-out", metavar="FILE", help="write JSON-lines metrics to FILE")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The preset's TrainConfig with every flag the user gave applied over it."""
+    from jaxmnist.config import PRESETS, validate
+
+    names = (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "learning_rate",
+        "init",
+        "loss",
+        "shuffle",
+        "seed",
+        "hidden",
+        "train_samples",
+        "loop",
+        "precision",
+        "steps_per_dispatch",
+    )
+    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return validate(PRESETS[args.preset].replace(**changes))
+
+
+def resolve_device(name: str):
+    """The jax device for --device, or DeviceError saying how to get one."""
+    import jax
+
+    from jaxmnist.errors import DeviceError
+
+    if name == "cpu":
+        return jax.devices("cpu")[0]
+    if name == "auto":
+        return jax.devices()[0]
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if "failed to initialize" in first_line.lower():
+            raise DeviceError(
+                f"--device gpu: jax's CUDA backend failed to start ({first_line}); check the "
+                "NVIDIA driver with nvidia-smi, or use --device cpu"
+            ) from None
+        raise DeviceError(
+            "--device gpu: jax sees no GPU (this jaxlib is CPU-only or no NVIDIA GPU is present); "
+            "install the CUDA build with: pip install 'jaxmnist[cuda]', or use --device cpu"
+        ) from None
+
+
+def enable_compile_cache() -> None:
+    """Persist compiled programs, so a second run of the same shapes compiles nothing."""
+    import jax
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "jaxmnist", "xla"))
+    # Our programs compile in well under JAX's default 1 s threshold; cache them all the same.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current dispatch; a second SIGINT kills."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def install(self):
+        def handler(signum, frame):
+            if self.signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+
+class _MetricsWriter:
+    """JSON lines: start, one per epoch, test (the benchmark's protocol)."""
+
+    def __init__(self, path: str | None):
+        self.file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, **record) -> None:
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jaxmnist.errors import DataError, UsageError
+
+    config = config_from_args(args)
+    if args.resume and args.no_checkpoint:
+        raise UsageError("--resume needs checkpoints: drop --no-checkpoint")
+    checkpoint_dir = None
+    if not args.no_checkpoint:
+        checkpoint_dir = Path(args.checkpoint_dir or f"runs/{config.preset}-seed{config.seed}")
+    try:
+        metrics = _MetricsWriter(args.metrics_out)
+    except OSError as error:
+        raise UsageError(f"--metrics-out {args.metrics_out}: {error.strerror}") from None
+
+    if not args.no_compile_cache:
+        enable_compile_cache()
+    device = resolve_device(args.device)
+
+    from jaxmnist.data import fingerprint, load_mnist
+    from jaxmnist.engine import Callback
+    from jaxmnist.progress import ChapterLog, KerasProgress
+    from jaxmnist.runner import train_and_evaluate
+
+    data = load_mnist(args.data_dir)
+    (x_train, y_train), (x_test, y_test) = data
+    if len(x_train) < config.batch_size:
+        raise DataError(f"the training set has {len(x_train)} images, fewer than one batch")
+    metrics.write(event="start", system="jaxmnist", device=device.platform, config=config.to_dict())
+
+    class _EpochMetrics(Callback):
+        def on_epoch_end(self, result, state):
+            metrics.write(
+                event="epoch",
+                epoch=result.epoch,
+                epochs=config.epochs,
+                steps=len(result.batch_losses),
+                seconds=result.seconds,
+                loss=result.loss,
+                accuracy=result.accuracy,
+            )
+
+    log_every = (
+        args.log_every if args.log_every is not None else (100 if config.preset == "naive" else 0)
+    )
+    callbacks: list = [_EpochMetrics()]
+    live = sys.stdout.isatty() and not args.quiet
+    if not args.quiet:
+        if config.preset == "naive":
+            callbacks.append(ChapterLog(log_every or 10**9))
+        else:
+            callbacks.append(KerasProgress(config.epochs, live=live))
+            if log_every:
+                callbacks.append(ChapterLog(log_every, header=False))
+    steps_per_dispatch = None
+    if live and not config.steps_per_dispatch:
+        steps_per_dispatch = 25  # a live bar moves every 25 steps; in a log, one call per epoch
+
+    stop = _StopFlag()
+    restore_signals = stop.install()
+    try:
+        result = train_and_evaluate(
+            config,
+            data,
+            fingerprint=fingerprint(x_train, y_train, x_test, y_test),
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            resume=args.resume,
+            callbacks=callbacks,
+            should_stop=stop,
+            steps_per_dispatch=steps_per_dispatch,
+            on_resume=lambda epoch: print(
+                f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
+            ),
+        )
+    finally:
+        restore_signals()
+    metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
+    metrics.close()
+    print(f"test accuracy: {result.test_accuracy:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    from jaxmnist.engine import Interrupted
+    from jaxmnist.errors import JaxmnistError
+
+    try:
+        return _run(args)
+    except JaxmnistError as error:
+        print(f"jaxmnist.train: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Interrupted as stop:
+        print(
+            f"\njaxmnist.train: {stop} after {time.perf_counter() - started:.0f}s; the last "
+            "finished epoch is checkpointed: run again with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
