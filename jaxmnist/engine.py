@@ -29,6 +29,8 @@ from jaxmnist.errors import TrainingDiverged
 from jaxmnist.model import ModelSpec, Params, init_params, logits
 from jaxmnist.optim import Optimizer
 
+_PRODUCT_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
 
 class TrainState(NamedTuple):
     params: Params
@@ -87,7 +89,7 @@ def make_train_step(
     spec: ModelSpec, optimizer: Optimizer, loss: str = "logits", precision: str = "float32"
 ):
     """(state, images, labels, valid=None) -> (state, StepMetrics): gradient, update and metrics."""
-    dtype = jnp.bfloat16 if precision == "bfloat16" else None
+    dtype = _PRODUCT_DTYPES[precision]
 
     def loss_fn(params, images, labels, valid):
         z = logits(params, normalize(images), spec, dtype)
@@ -114,7 +116,7 @@ def make_train_step(
 
 def make_evaluate(spec: ModelSpec, loss: str = "logits", precision: str = "float32"):
     """A jitted (params, images, labels) -> (mean loss, accuracy) over the whole set at once."""
-    dtype = jnp.bfloat16 if precision == "bfloat16" else None
+    dtype = _PRODUCT_DTYPES[precision]
 
     @jax.jit
     def evaluate(params, images, labels):
