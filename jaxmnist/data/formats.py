@@ -1,0 +1,165 @@
+"""Readers for the MNIST formats in the wild: the Keras npz, the four IDX files, the classic pickle.
+
+Every reader works on bytes in memory (the largest member inflates to 220 MB), checks what it reads
+and turns any failure into one DataError line that names the file and the check.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from jaxmnist.data._reason import guarded, reason
+from jaxmnist.data.arrays import Arrays, checked_split
+from jaxmnist.data.safe_pickle import safe_loads
+from jaxmnist.errors import DataError
+
+IDX_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+# The classic pickle inflates to 220 MB; refuse gzip bombs well before memory runs out.
+_MAX_INFLATED = 512 * 2**20
+HOW_TO = "supply a Keras mnist.npz, the four IDX files (gz or raw) or the classic mnist.pkl.gz"
+
+
+def gunzip(data: bytes, where: str, limit: int = _MAX_INFLATED) -> bytes:
+    """Inflate gzip bytes in memory up to `limit`; DataError if corrupt, truncated or too big."""
+    with guarded(where, "corrupt gzip data", HOW_TO):
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        out = inflater.decompress(data, limit)
+        if limit < _MAX_INFLATED:  # a peek at the first bytes only
+            return out
+        if inflater.unconsumed_tail:
+            raise DataError(f"{where}: inflates to more than {limit >> 20} MB; {HOW_TO}")
+        if not inflater.eof:
+            raise DataError(f"{where}: the gzip stream is truncated; download or copy it again")
+        return out
+
+
+def parse_idx(data: bytes, where: str, *, images: bool) -> np.ndarray:
+    """One IDX file (raw or gz): check magic number and counts, return uint8 (N, 28, 28) or (N,)."""
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip(data, where)
+    magic, ndim = (_IMAGES_MAGIC, 3) if images else (_LABELS_MAGIC, 1)
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{where}: truncated IDX header ({len(data)} bytes); {HOW_TO}")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        kind = "images" if images else "labels"
+        raise DataError(
+            f"{where}: wrong IDX magic number {found}, expected {magic} ({kind}); {HOW_TO}"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if images and shape[1:] != (28, 28):
+        raise DataError(f"{where}: IDX images are {shape[1]}x{shape[2]}, expected 28x28; {HOW_TO}")
+    expected = header + math.prod(shape)  # Python ints: a hostile header cannot overflow
+    if len(data) != expected:
+        raise DataError(
+            f"{where}: IDX file is {len(data)} bytes but its header (count {shape[0]}) promises "
+            f"{expected}; the file is truncated or corrupt, {HOW_TO}"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def read_idx_dir(directory: Path) -> Arrays:
+    """The four IDX files in `directory`, each raw or gzipped."""
+    parts = {}
+    for key, stem in IDX_NAMES.items():
+        path = next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
+        if path is None:
+            raise DataError(f"{directory}: missing {stem}[.gz] (need all four IDX files); {HOW_TO}")
+        parts[key] = parse_idx(_read(path), str(path), images=key.endswith("images"))
+    train = checked_split(parts["train_images"], parts["train_labels"], str(directory), "train")
+    test = checked_split(parts["test_images"], parts["test_labels"], str(directory), "test")
+    return train, test
+
+
+def parse_npz(data: bytes, where: str) -> Arrays:
+    """A Keras-style npz (x_train, y_train, x_test, y_test), read without pickle."""
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    with guarded(where, "not a readable npz", HOW_TO):
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            missing = sorted(set(keys) - set(npz.files))
+            if missing:
+                raise DataError(f"{where}: npz lacks {', '.join(missing)}; {HOW_TO}")
+            x_train, y_train, x_test, y_test = (npz[key] for key in keys)
+        return checked_split(x_train, y_train, where, "train"), checked_split(
+            x_test, y_test, where, "test"
+        )
+
+
+def _pixels(images: object, where: str, name: str) -> np.ndarray:
+    """Classic pickle pixels are float32 byte/256 exactly; turn them back into bytes losslessly."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind != "f":
+        raise DataError(f"{where}: {name} have dtype {images.dtype}, expected float or uint8")
+    # Range first: scaling inf or 1e308 by 256 would overflow before the exactness check.
+    in_range = images.size == 0 or (np.isfinite(images).all() and images.min() >= 0)
+    in_range = in_range and (images.size == 0 or images.max() < 1)
+    scaled = np.rint(images.astype(np.float64) * 256) if in_range else None
+    if scaled is None or not np.array_equal(scaled / 256, images):
+        raise DataError(
+            f"{where}: {name} are not exact multiples of 1/256 in [0, 1); "
+            f"this is not the classic mnist.pkl.gz, {HOW_TO}"
+        )
+    return scaled.astype(np.uint8)
+
+
+def parse_pickle(data: bytes, where: str) -> Arrays:
+    """The classic (train, valid, test) pickle, or a Keras-style (train, test) one; gz or raw."""
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip(data, where)
+    splits = safe_loads(data, where)
+    ok = isinstance(splits, tuple | list) and len(splits) in (2, 3)
+    if not (ok and all(isinstance(s, tuple | list) and len(s) == 2 for s in splits)):
+        raise DataError(
+            f"{where}: the pickle holds a {type(splits).__name__}, expected (train, [valid,] test) "
+            f"pairs of (images, labels); {HOW_TO}"
+        )
+    with guarded(where, "unexpected pickle contents", HOW_TO):
+        # Train then validation, in that order, is the 60000-image training set.
+        *train_parts, (x_test, y_test) = splits
+        x_train = np.concatenate([_pixels(x, where, "train images") for x, _ in train_parts])
+        y_train = np.concatenate([np.asarray(y).reshape(-1) for _, y in train_parts])
+        train = checked_split(x_train, y_train, where, "train")
+        return train, checked_split(_pixels(x_test, where, "test images"), y_test, where, "test")
+
+
+def read_path(path: str | Path) -> Arrays:
+    """Read MNIST from a file (npz, pickle, gz, or one IDX file: its directory) or a directory."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in ("mnist.npz", "mnist.pkl.gz", "mnist.pkl"):
+            if (path / name).is_file():
+                return read_path(path / name)
+        return read_idx_dir(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory; {HOW_TO}")
+    data = _read(path)
+    # Sniff the content, not the name: users rename files.
+    head = gunzip(data, str(path), limit=4) if data[:2] == b"\x1f\x8b" else data[:4]
+    if data[:4] == b"PK\x03\x04":
+        return parse_npz(data, str(path))
+    if head[:1] in (b"\x80", b"("):
+        return parse_pickle(data, str(path))
+    if int.from_bytes(head, "big") in (_IMAGES_MAGIC, _LABELS_MAGIC):
+        return read_idx_dir(path.parent)
+    raise DataError(f"{path}: not a recognised MNIST file (npz, pickle or IDX); {HOW_TO}")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({reason(error)}); check the path") from None
