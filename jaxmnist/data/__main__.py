@@ -1,0 +1,5 @@
+"""`python -m jaxmnist.data`: see jaxmnist.data.cli."""
+
+from jaxmnist.data.cli import main
+
+raise SystemExit(main())
