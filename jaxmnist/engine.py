@@ -256,8 +256,8 @@ class _EpochTracker:
         if bad.size:
             step = self.done + int(bad[0])
             raise TrainingDiverged(
-                f"loss became {loss[bad[0]]} in epoch {self.epoch} at step {step}: lower "
-                "--learning-rate (the last good checkpoint is kept)"
+                f"loss became {loss[bad[0]]} in epoch {self.epoch} at step {step}: "
+                "lower --learning-rate"
             )
         first = self.done
         self.done += len(loss)

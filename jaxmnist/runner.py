@@ -17,7 +17,7 @@ import numpy as np
 from jaxmnist import checkpoint as ckpt
 from jaxmnist.config import RESUMABLE_CHANGES, TrainConfig
 from jaxmnist.engine import Callback, EpochResult, TrainState, evaluate, fit, init_state
-from jaxmnist.errors import CheckpointError
+from jaxmnist.errors import CheckpointError, TrainingDiverged
 from jaxmnist.model import chapter_model
 from jaxmnist.optim import make_optimizer
 
@@ -137,20 +137,27 @@ def train_and_evaluate(
     if saver is None:
         all_callbacks.append(_HistoryRecorder(history))
 
-    state, _ = fit(
-        state,
-        x_train,
-        y_train,
-        config=config,
-        spec=spec,
-        optimizer=optimizer,
-        data_key=data_key,
-        device=device,
-        start_epoch=start_epoch,
-        steps_per_dispatch=steps_per_dispatch,
-        callbacks=all_callbacks,
-        should_stop=should_stop,
-    )
+    try:
+        state, _ = fit(
+            state,
+            x_train,
+            y_train,
+            config=config,
+            spec=spec,
+            optimizer=optimizer,
+            data_key=data_key,
+            device=device,
+            start_epoch=start_epoch,
+            steps_per_dispatch=steps_per_dispatch,
+            callbacks=all_callbacks,
+            should_stop=should_stop,
+        )
+    except TrainingDiverged as error:
+        if saver is None:
+            raise
+        raise TrainingDiverged(
+            f"{error}; the last good checkpoint (epoch {len(history)}) is kept in {checkpoint_dir}"
+        ) from None
     test_loss, test_accuracy = evaluate(
         state.params, x_test, y_test, spec, config.loss, config.precision, device
     )
