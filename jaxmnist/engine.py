@@ -26,8 +26,8 @@ from jaxmnist import losses
 from jaxmnist.batches import batches, epoch_key, epoch_order, num_batches
 from jaxmnist.config import TrainConfig
 from jaxmnist.errors import TrainingDiverged
-from jaxmnist.model import ModelSpec, Params, init_params, logits
-from jaxmnist.optim import Optimizer
+from jaxmnist.model import ModelSpec, Params, chapter_model, init_params, logits
+from jaxmnist.optim import Optimizer, make_optimizer
 
 _PRODUCT_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
@@ -173,9 +173,9 @@ def fit(
     labels: np.ndarray,
     *,
     config: TrainConfig,
-    spec: ModelSpec,
-    optimizer: Optimizer,
     data_key: jax.Array,
+    spec: ModelSpec | None = None,
+    optimizer: Optimizer | None = None,
     device: jax.Device | None = None,
     start_epoch: int = 0,
     steps_per_dispatch: int | None = None,
@@ -184,9 +184,14 @@ def fit(
 ) -> tuple[TrainState, list[EpochResult]]:
     """Trains epochs start_epoch+1 .. config.epochs; returns the final state and their results.
 
+    The model and optimizer come from `config` unless `spec` / `optimizer` are given (the state
+    must match them).
+
     Raises TrainingDiverged at the end of the dispatch whose loss was NaN or Inf, and Interrupted
     when `should_stop()` turns true (checked after each dispatch).
     """
+    spec = spec or chapter_model(config.hidden)
+    optimizer = optimizer or make_optimizer(config.optimizer, config.learning_rate)
     images = np.asarray(images).reshape(len(images), -1)
     labels = np.asarray(labels, np.int32)
     n, batch_size = len(images), config.batch_size

@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxmnist import checkpoint as ckpt
 from jaxmnist.config import RESUMABLE_CHANGES, TrainConfig
+from jaxmnist.data import fingerprint as data_fingerprint
 from jaxmnist.engine import Callback, EpochResult, TrainState, evaluate, fit, init_state
 from jaxmnist.errors import CheckpointError, TrainingDiverged
 from jaxmnist.model import chapter_model
@@ -93,7 +94,7 @@ def train_and_evaluate(
     config: TrainConfig,
     data: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
-    fingerprint: str,
+    fingerprint: str | None = None,
     device: jax.Device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -104,6 +105,8 @@ def train_and_evaluate(
 ) -> RunResult:
     """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1]."""
     (x_train, y_train), (x_test, y_test) = data
+    if fingerprint is None:
+        fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
     if config.train_samples:
         x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
     spec = chapter_model(config.hidden)
