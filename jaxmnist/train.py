@@ -42,7 +42,7 @@ A checkpoint is written after every epoch; Ctrl-C stops cleanly and --resume con
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"jaxmnist.train: error: {message} (see --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -257,7 +257,7 @@ class _MetricsWriter:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jaxmnist.errors import DataError, UsageError
+    from jaxmnist.errors import UsageError
 
     config = config_from_args(args)
     if args.resume and args.no_checkpoint:
@@ -282,7 +282,9 @@ def _run(args: argparse.Namespace) -> int:
     data = load_mnist(args.data_dir)
     (x_train, y_train), (x_test, y_test) = data
     if len(x_train) < config.batch_size:
-        raise DataError(f"the training set has {len(x_train)} images, fewer than one batch")
+        raise UsageError(
+            f"--batch-size {config.batch_size} is larger than the {len(x_train)} training images"
+        )
     metrics.write(event="start", system="jaxmnist", device=device.platform, config=config.to_dict())
 
     class _EpochMetrics(Callback):
@@ -295,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
                 seconds=result.seconds,
                 loss=result.loss,
                 accuracy=result.accuracy,
+                batch_losses=result.batch_losses,
             )
 
     log_every = (

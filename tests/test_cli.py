@@ -1,0 +1,278 @@
+"""`python -m jaxmnist.train` in-process and offline: output formats, metrics, and bad flags."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+
+import jax
+import pytest
+from _synthetic import synthetic_mnist
+
+import jaxmnist.data
+from jaxmnist import checkpoint, train
+from jaxmnist.config import LOOPS, LOSSES, PRECISIONS, PRESETS
+from jaxmnist.model import INITIALIZERS
+from jaxmnist.optim import OPTIMIZERS
+
+# 512 training images: 4 batches of 128. Label noise keeps accuracies below 1.0000.
+DATA = synthetic_mnist(512, 256, label_noise=0.1)
+FAST = ["--hidden", "32", "--no-compile-cache"]
+KERAS_BAR = re.compile(r"^\d+/\d+ ━+ \d+s \d+(ms|us)/step - accuracy: 0\.\d{4} - loss: \d+\.\d{4}$")
+TEST_LINE = re.compile(r"^test accuracy: 0\.\d{4}$")
+
+
+@pytest.fixture(autouse=True)
+def _synthetic_data(monkeypatch):
+    """train.py imports load_mnist from jaxmnist.data at run time: patch it there."""
+    calls = []
+
+    def fake_load_mnist(path=None, **kwargs):
+        calls.append(path)
+        return DATA
+
+    monkeypatch.setattr(jaxmnist.data, "load_mnist", fake_load_mnist)
+    return calls
+
+
+def _main(argv):
+    """(exit code, stdout, stderr) of train.main(argv), SystemExit included."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = train.main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _assert_one_line_error(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def keras_run(tmp_path_factory):
+    """One keras-preset run of 2 epochs with metrics and checkpoints, shared by several tests."""
+    return _keras_run(tmp_path_factory.mktemp("keras-a"))
+
+
+def _keras_run(directory):
+    """(directory, exit code, stdout, stderr) of `--epochs 2` writing under `directory`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jaxmnist.data, "load_mnist", lambda *a, **k: DATA)
+        code, out, err = _main(
+            [
+                "--epochs",
+                "2",
+                *FAST,
+                "--checkpoint-dir",
+                str(directory / "ckpt"),
+                "--metrics-out",
+                str(directory / "metrics.jsonl"),
+            ]
+        )
+    return directory, code, out, err
+
+
+# --- What a run prints ----------------------------------------------------------------------------
+
+
+def test_keras_preset_output(keras_run):
+    _, code, out, err = keras_run
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "Epoch 1/2"
+    assert KERAS_BAR.match(lines[1]), lines[1]
+    assert lines[1].startswith("4/4 ━━━━━━━━━━━━━━━━━━━━ ")
+    assert lines[2] == "Epoch 2/2"
+    assert KERAS_BAR.match(lines[3]), lines[3]
+    assert TEST_LINE.match(lines[4]), lines[4]
+    assert len(lines) == 5
+    assert "\r" not in out  # not a terminal: finished lines only
+
+
+def test_metrics_out_is_json_lines(keras_run):
+    directory, code, out, _ = keras_run
+    records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "test"]
+    start, first, second, test = records
+    assert start["config"] == PRESETS["keras"].replace(epochs=2, hidden=32).to_dict()
+    assert start["device"] == "cpu"
+    assert [first["epoch"], second["epoch"]] == [1, 2]
+    assert first["epochs"] == 2 and first["steps"] == 4
+    assert second["loss"] < first["loss"]
+    # The printed figures are these, rounded.
+    assert f"accuracy: {second['accuracy']:.4f} - loss: {second['loss']:.4f}" in out
+    assert f"test accuracy: {test['accuracy']:.4f}" in out
+    assert 0.5 < test["accuracy"] < 1.0
+
+
+def test_same_seed_runs_are_bitwise_identical(keras_run, tmp_path):
+    directory, _, out, _ = keras_run
+    _, code, again_out, err = _keras_run(tmp_path)
+    assert code == 0, err
+
+    def records(d):
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert records(directory) == records(tmp_path)
+    # Per-batch losses, as the checkpoint's history keeps them, are bitwise equal too.
+    _, meta_a = checkpoint.load_checkpoint(directory / "ckpt")
+    _, meta_b = checkpoint.load_checkpoint(tmp_path / "ckpt")
+    losses_a = [epoch["batch_losses"] for epoch in meta_a["history"]]
+    losses_b = [epoch["batch_losses"] for epoch in meta_b["history"]]
+    assert len(losses_a) == 2 and len(losses_a[0]) == 4
+    assert losses_a == losses_b
+
+
+def test_naive_preset_output(tmp_path):
+    code, out, err = _main(
+        ["--preset", "naive", "--epochs", "2", "--log-every", "2", "--no-checkpoint", *FAST]
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "epoch 0"
+    assert re.fullmatch(r"loss at batch 0: \d+\.\d\d", lines[1])
+    assert re.fullmatch(r"loss at batch 2: \d+\.\d\d", lines[2])
+    assert lines[3] == "epoch 1"
+    assert [line.split(":")[0] for line in lines[4:6]] == ["loss at batch 0", "loss at batch 2"]
+    assert TEST_LINE.match(lines[6]) and len(lines) == 7
+    assert "━" not in out and "Epoch" not in out
+
+
+def test_naive_preset_logs_every_100_batches_by_default(tmp_path):
+    code, out, err = _main(["--preset", "naive", "--epochs", "1", "--no-checkpoint", *FAST])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "epoch 0" and lines[1].startswith("loss at batch 0: ")
+    assert len(lines) == 3  # 4 batches: only batch 0 is a multiple of 100
+
+
+def test_quiet_prints_only_the_test_accuracy(tmp_path):
+    code, out, err = _main(["--epochs", "1", "--quiet", "--no-checkpoint", *FAST])
+    assert code == 0, err
+    assert TEST_LINE.match(out.strip()) and len(out.splitlines()) == 1
+
+
+def test_data_dir_is_passed_to_the_loader(tmp_path, _synthetic_data):
+    code, _, err = _main(
+        ["--epochs", "1", "--quiet", "--no-checkpoint", "--data-dir", str(tmp_path), *FAST]
+    )
+    assert code == 0, err
+    assert _synthetic_data == [str(tmp_path)]
+
+
+# --- Bad values: one line on stderr, exit 2 -------------------------------------------------------
+
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "-3"], "--epochs"),
+    (["--epochs", "abc"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "60001"], "--batch-size"),
+    (["--train-samples", "100", "--batch-size", "128"], "--batch-size"),
+    (["--learning-rate", "-1"], "--learning-rate"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--learning-rate", "inf"], "--learning-rate"),
+    (["--learning-rate", "fast"], "--learning-rate"),
+    (["--seed", "-1"], "--seed"),
+    (["--hidden", "0"], "--hidden"),
+    (["--no-such-flag"], "--no-such-flag"),
+]
+
+
+@pytest.mark.parametrize(("argv", "names"), BAD_FLAGS, ids=lambda v: " ".join(v))
+def test_bad_values_exit_2_with_one_line(argv, names, _synthetic_data):
+    code, out, err = _main([*argv, "--no-checkpoint", "--no-compile-cache"])
+    assert code == 2
+    line = _assert_one_line_error(err)
+    assert names in line
+    assert out == ""
+    assert _synthetic_data == []  # rejected before any data is loaded
+
+
+@pytest.mark.parametrize(
+    ("flag", "valid"),
+    [
+        ("--optimizer", OPTIMIZERS),
+        ("--device", ("auto", "cpu", "gpu")),
+        ("--preset", PRESETS),
+        ("--init", INITIALIZERS),
+        ("--loss", LOSSES),
+    ],
+)
+def test_unknown_choice_lists_the_valid_ones(flag, valid):
+    code, _, err = _main([flag, "bogus", "--no-checkpoint"])
+    assert code == 2
+    line = _assert_one_line_error(err)
+    assert flag in line and "bogus" in line
+    for choice in valid:
+        assert choice in line
+
+
+def test_cli_choices_match_the_library_tables():
+    # train.py repeats the tables so that --help stays fast; they must not drift apart.
+    assert set(train.CHOICES["preset"]) == set(PRESETS)
+    assert set(train.CHOICES["optimizer"]) == set(OPTIMIZERS)
+    assert set(train.CHOICES["init"]) == set(INITIALIZERS)
+    assert set(train.CHOICES["loss"]) == set(LOSSES)
+    assert set(train.CHOICES["precision"]) == set(PRECISIONS)
+    assert set(train.CHOICES["loop"]) == set(LOOPS)
+
+
+def test_resume_with_no_checkpoint_is_one_line(tmp_path):
+    code, out, err = _main(["--resume", "--checkpoint-dir", str(tmp_path / "none"), *FAST])
+    assert code != 0
+    line = _assert_one_line_error(err)
+    assert "--resume" in line and str(tmp_path / "none") in line
+
+
+def test_resume_with_no_checkpoint_flag_is_a_usage_error(tmp_path):
+    code, _, err = _main(["--resume", "--no-checkpoint", *FAST])
+    assert code == 2
+    assert "--no-checkpoint" in _assert_one_line_error(err)
+
+
+def test_metrics_out_into_a_missing_directory(tmp_path):
+    target = tmp_path / "missing" / "metrics.jsonl"
+    code, _, err = _main(["--metrics-out", str(target), "--no-checkpoint", *FAST])
+    assert code == 2
+    line = _assert_one_line_error(err)
+    assert "--metrics-out" in line and str(target) in line
+
+
+def test_batch_size_larger_than_a_small_training_set_exits_2(tmp_path):
+    code, _, err = _main(["--batch-size", "513", "--no-checkpoint", *FAST])
+    assert code == 2
+    line = _assert_one_line_error(err)
+    assert "512" in line
+
+
+def _has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")
+def test_device_gpu_without_a_gpu(_synthetic_data):
+    code, out, err = _main(["--device", "gpu", "--no-checkpoint", *FAST])
+    assert code == 1
+    line = _assert_one_line_error(err)
+    assert "gpu" in line.lower()
+    assert "jaxmnist[cuda]" in line  # how to install the CUDA extra
+    assert out == "" and _synthetic_data == []
+
+
+def test_help_exits_0():
+    code, out, _ = _main(["--help"])
+    assert code == 0
+    assert "--preset" in out and "naive" in out

@@ -1,0 +1,271 @@
+"""The engine: the jitted step, the scan and batch loops agreeing, determinism, divergence, fit."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _synthetic import synthetic_mnist
+
+from jaxmnist import losses
+from jaxmnist.config import PRESETS, TrainConfig
+from jaxmnist.engine import (
+    Callback,
+    Interrupted,
+    TrainState,
+    evaluate,
+    fit,
+    init_state,
+    make_train_step,
+    normalize,
+)
+from jaxmnist.errors import TrainingDiverged
+from jaxmnist.model import chapter_model, init_params, predict
+from jaxmnist.optim import make_optimizer
+
+# 300 samples in batches of 64: four full batches and a ragged last one of 44.
+N, BATCH, LAST = 300, 64, 44
+(X_TRAIN, Y_TRAIN), (X_TEST, Y_TEST) = synthetic_mnist(N, 100)
+
+KERAS = PRESETS["keras"].replace(epochs=2, batch_size=BATCH, hidden=32)
+NAIVE = PRESETS["naive"].replace(epochs=2, batch_size=BATCH, hidden=32)
+
+
+def _fit(config: TrainConfig, seed: int = 0, **kwargs):
+    spec = chapter_model(config.hidden)
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    state = init_state(init_key, spec, config.init, optimizer)
+    return fit(
+        state,
+        X_TRAIN,
+        Y_TRAIN,
+        config=config,
+        spec=spec,
+        optimizer=optimizer,
+        data_key=data_key,
+        **kwargs,
+    )
+
+
+@functools.cache
+def _cached_fit(config: TrainConfig, steps_per_dispatch: int | None = None):
+    """A run shared by several tests (determinism tests make their own fresh runs)."""
+    state, results = _fit(config, steps_per_dispatch=steps_per_dispatch)
+    return jax.tree.map(np.asarray, state.params), results
+
+
+def _assert_params_close(a, b, rtol=1e-6, atol=1e-7):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# --- The two loops compute the same training ------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", [KERAS, NAIVE], ids=["keras", "naive"])
+def test_scan_and_batch_loops_agree_with_a_ragged_last_batch(preset):
+    scan_params, scan_results = _cached_fit(preset.replace(loop="scan"))
+    batch_params, batch_results = _cached_fit(preset.replace(loop="batch"))
+    _assert_params_close(scan_params, batch_params)
+    for s, b in zip(scan_results, batch_results, strict=True):
+        assert len(s.batch_losses) == len(b.batch_losses) == 5
+        np.testing.assert_allclose(s.batch_losses, b.batch_losses, rtol=1e-5)
+        assert s.loss == pytest.approx(b.loss, rel=1e-5)
+        assert s.accuracy == pytest.approx(b.accuracy, abs=1 / N)
+
+
+@pytest.mark.parametrize("per_dispatch", [2, 3])
+def test_steps_per_dispatch_that_does_not_divide_the_epoch(per_dispatch):
+    whole_params, whole_results = _cached_fit(KERAS)
+    split_params, split_results = _cached_fit(KERAS, steps_per_dispatch=per_dispatch)
+    _assert_params_close(whole_params, split_params)
+    for w, s in zip(whole_results, split_results, strict=True):
+        np.testing.assert_allclose(w.batch_losses, s.batch_losses, rtol=1e-6)
+        assert w.loss == pytest.approx(s.loss, rel=1e-6)
+        assert w.accuracy == s.accuracy
+
+
+def test_batch_loop_with_steps_per_dispatch_reports_the_same():
+    params, results = _cached_fit(KERAS.replace(loop="batch"))
+    split_params, split_results = _cached_fit(KERAS.replace(loop="batch"), steps_per_dispatch=2)
+    _assert_params_close(params, split_params, rtol=0, atol=0)
+    assert [r.batch_losses for r in results] == [r.batch_losses for r in split_results]
+
+
+def test_padded_masked_step_equals_the_unpadded_step():
+    spec = chapter_model(32)
+    optimizer = make_optimizer("sgd", 0.1)
+    params = init_params(jax.random.key(0), spec)
+    state = TrainState(params, optimizer.init(params))
+    step = jax.jit(make_train_step(spec, optimizer, "logits"))
+    images, labels = jnp.asarray(X_TRAIN[:LAST]), jnp.asarray(Y_TRAIN[:LAST].astype(np.int32))
+    real_state, real = step(state, images, labels)
+    # Pad with copies of real rows (as the scan loop does) and mask them out.
+    padded_images = jnp.concatenate([images, images[: BATCH - LAST]])
+    padded_labels = jnp.concatenate([labels, (labels[: BATCH - LAST] + 1) % 10])
+    valid = jnp.arange(BATCH) < LAST
+    padded_state, padded = step(state, padded_images, padded_labels, valid)
+    assert float(real.count) == float(padded.count) == LAST
+    assert float(real.correct) == float(padded.correct)
+    assert float(padded.loss) == pytest.approx(float(real.loss), rel=1e-6)
+    _assert_params_close(real_state.params, padded_state.params)
+
+
+def test_train_step_loss_is_the_forward_loss_and_it_descends():
+    spec = chapter_model(32)
+    optimizer = make_optimizer("sgd", 1e-3)
+    params = init_params(jax.random.key(0), spec, "naive")
+    step = jax.jit(make_train_step(spec, optimizer, "probs"))
+    images, labels = X_TRAIN[:BATCH], Y_TRAIN[:BATCH].astype(np.int32)
+    state, metrics = step(TrainState(params, ()), images, labels)
+    probs = predict(params, normalize(jnp.asarray(images)), spec)
+    expected = jnp.mean(losses.sparse_categorical_crossentropy(probs, jnp.asarray(labels)))
+    assert float(metrics.loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(metrics.correct) == float(jnp.sum(losses.correct(probs, jnp.asarray(labels))))
+    assert float(metrics.count) == BATCH
+    _, after = step(state, images, labels)
+    assert float(after.loss) < float(metrics.loss)
+
+
+# --- Determinism ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", ["scan", "batch"])
+def test_same_seed_gives_bitwise_identical_losses(loop):
+    config = KERAS.replace(loop=loop)
+    params_a, results_a = _cached_fit(config)
+    state_b, results_b = _fit(config)  # a fresh run: new jitted functions, same seed
+    assert [r.batch_losses for r in results_a] == [r.batch_losses for r in results_b]
+    assert [(r.loss, r.accuracy) for r in results_a] == [(r.loss, r.accuracy) for r in results_b]
+    _assert_params_close(params_a, state_b.params, rtol=0, atol=0)
+
+
+def test_different_seeds_give_different_runs():
+    _, results_a = _cached_fit(KERAS)
+    _, results_b = _fit(KERAS.replace(epochs=1), seed=1)
+    assert results_a[0].batch_losses != results_b[0].batch_losses
+
+
+# --- Divergence and interruption ------------------------------------------------------------------
+
+
+def test_huge_learning_rate_raises_training_diverged_naming_epoch_and_step():
+    config = KERAS.replace(optimizer="sgd", learning_rate=1e6)
+    messages = []
+    # Whole-epoch dispatch, one step per dispatch, and the batch loop name the same first bad step.
+    for loop, per_dispatch in (("scan", None), ("scan", 1), ("batch", 1)):
+        with pytest.raises(TrainingDiverged, match=r"in epoch 1 at step \d+") as caught:
+            _fit(config.replace(loop=loop), steps_per_dispatch=per_dispatch)
+        messages.append(str(caught.value))
+    assert len(set(messages)) == 1, messages
+    message = messages[0]
+    assert "\n" not in message and "--learning-rate" in message
+    step = int(message.split("at step ")[1].split(":")[0])
+    assert 0 < step < 5
+
+
+def test_should_stop_interrupts_after_the_dispatch():
+    with pytest.raises(Interrupted) as caught:
+        _fit(KERAS, steps_per_dispatch=2, should_stop=lambda: True)
+    assert (caught.value.epoch, caught.value.step) == (1, 2)
+
+
+# --- fit's results and callbacks ------------------------------------------------------------------
+
+
+def test_epoch_results_are_sample_weighted_means():
+    _, results = _cached_fit(KERAS)
+    assert [r.epoch for r in results] == [1, 2]
+    for r in results:
+        weights = np.array([BATCH] * 4 + [LAST], np.float64)
+        expected = np.sum(np.array(r.batch_losses) * weights) / N
+        assert r.loss == pytest.approx(expected, rel=1e-12)
+        assert r.loss != pytest.approx(np.mean(r.batch_losses), rel=1e-9)  # not an unweighted mean
+        assert 0.0 <= r.accuracy <= 1.0
+        assert round(r.accuracy * N) == pytest.approx(r.accuracy * N, abs=1e-9)
+        assert r.seconds > 0
+    assert results[1].loss < results[0].loss
+
+
+class _Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_epoch_begin(self, epoch, steps):
+        self.events.append(("begin", epoch, steps))
+
+    def on_batches(self, epoch, first_step, batch_losses, done, loss, accuracy):
+        self.events.append(("batches", epoch, first_step, len(batch_losses), done))
+
+    def on_epoch_end(self, result, state):
+        self.events.append(("end", result.epoch))
+
+
+@pytest.mark.parametrize("loop", ["scan", "batch"])
+def test_callbacks_see_each_dispatch(loop):
+    recorder = _Recorder()
+    _fit(KERAS.replace(loop=loop), steps_per_dispatch=2, callbacks=[recorder])
+    epoch = [
+        ("batches", 1, 0, 2, 2),
+        ("batches", 1, 2, 2, 4),
+        ("batches", 1, 4, 1, 5),
+    ]
+    assert recorder.events[:5] == [("begin", 1, 5), *epoch, ("end", 1)]
+    assert recorder.events[5] == ("begin", 2, 5)
+    assert len(recorder.events) == 10
+
+
+def test_start_epoch_continues_the_run():
+    config = KERAS.replace(epochs=1)
+    state, first = _fit(config)  # its state is donated to the continuation below
+    spec = chapter_model(config.hidden)
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    _, data_key = jax.random.split(jax.random.key(0))
+    state, second = fit(
+        state,
+        X_TRAIN,
+        Y_TRAIN,
+        config=config.replace(epochs=2),
+        spec=spec,
+        optimizer=optimizer,
+        data_key=data_key,
+        start_epoch=1,
+    )
+    whole_params, whole = _cached_fit(KERAS)
+    assert [r.epoch for r in second] == [2]
+    assert first[0].batch_losses == whole[0].batch_losses
+    np.testing.assert_allclose(second[0].batch_losses, whole[1].batch_losses, rtol=1e-6)
+    _assert_params_close(state.params, whole_params)
+
+
+def test_fit_learns_the_synthetic_task():
+    params, results = _cached_fit(KERAS)
+    loss, acc = evaluate(params, X_TEST, Y_TEST, chapter_model(KERAS.hidden))
+    assert acc > 0.8
+    assert results[-1].accuracy > 0.8
+
+
+# --- evaluate and normalize -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["logits", "probs"])
+def test_evaluate_matches_numpy(loss):
+    spec = chapter_model(32)
+    params, _ = _cached_fit(KERAS)
+    got_loss, got_acc = evaluate(params, X_TEST, Y_TEST, spec, loss=loss)
+    probs = np.asarray(predict(params, normalize(jnp.asarray(X_TEST)), spec), np.float64)
+    expected_acc = np.mean(np.argmax(probs, axis=1) == Y_TEST)
+    picked = np.clip(probs[np.arange(len(Y_TEST)), Y_TEST], 1e-7, 1 - 1e-7)
+    assert got_acc == pytest.approx(expected_acc, abs=1e-7)
+    assert got_loss == pytest.approx(np.mean(-np.log(picked)), rel=1e-4)
+
+
+def test_normalize_maps_uint8_to_unit_floats():
+    images = jnp.asarray(np.array([[[0, 255], [51, 102]]], np.uint8))
+    out = normalize(images)
+    assert out.shape == (1, 4) and out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), [[0.0, 1.0, 0.2, 0.4]], rtol=1e-7)
