@@ -1,0 +1,1 @@
+"""The programs jaxmnist is measured against, each speaking the metrics protocol of `_common`."""

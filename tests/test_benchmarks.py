@@ -1,0 +1,256 @@
+"""The benchmark suite: FLOP counts, statistics, ratios, tables, skipping, and tiny real runs.
+
+No test asserts a time: only that the numbers are well-formed and sane (positive, finite, in range).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from benchmarks import floor
+from benchmarks._report import Summary, add_ratios, markdown_table, summarise, target_lines
+from benchmarks._runner import Run, System, missing_modules, run_system
+from benchmarks.peers._common import Metrics
+
+
+def _run(name: str, epoch_seconds: list[float], wall: float, test_acc: float = 0.97) -> Run:
+    events = [{"event": "start", "system": name}]
+    events += [
+        {"event": "epoch", "epoch": i + 1, "seconds": s, "loss": 0.1, "accuracy": 0.9 + i / 100}
+        for i, s in enumerate(epoch_seconds)
+    ]
+    events.append({"event": "test", "loss": 0.1, "accuracy": test_acc, "seconds": 0.1})
+    return Run(name, 0, "ok", "", wall, 300 * 2**20, events)
+
+
+# --- the floor -------------------------------------------------------------------------------
+
+
+def test_epoch_flops_is_the_hand_count():
+    # Per image: forward 784*512 + 512*10, backward dW2 512*10, dh 10*512, dW1 784*512 MACs.
+    macs = 784 * 512 + 512 * 10 + 512 * 10 + 10 * 512 + 784 * 512  # = 818_176
+    assert floor.epoch_flops(60_000, 512) == 2 * macs * 60_000 == 98_181_120_000
+    per_step = sum(p.flops for p in floor.step_products(128, 512))
+    assert per_step == 2 * macs * 128
+
+
+def test_step_products_have_the_steps_shapes():
+    mkn = [p.mkn for p in floor.step_products(128, 512)]
+    assert mkn == [(128, 784, 512), (128, 512, 10), (512, 128, 10), (128, 10, 512), (784, 128, 512)]
+
+
+def test_floor_at_tiny_shapes_gives_positive_finite_rates():
+    result = floor.measure_floor(batch=4, hidden=8, samples=16, budget=0.001)
+    assert result["steps"] == 4
+    for row in result["products"]:
+        for key in ("numpy_gflops", "xla_gflops", "best_seconds"):
+            assert math.isfinite(row[key]) and row[key] > 0
+        assert row["best_seconds"] == min(row["numpy_seconds"], row["xla_seconds"])
+    assert 0 < result["seconds"] <= min(result["numpy_seconds"], result["xla_seconds"])
+    assert "GFLOP" in floor.markdown(result)
+
+
+def test_best_of_keeps_the_fastest_measurement_of_each_product():
+    def made_up(numpy_s, xla_s):
+        rows = [
+            {"flops": 10**9, "numpy_seconds": n, "xla_seconds": x, "best_seconds": min(n, x)}
+            for n, x in zip(numpy_s, xla_s, strict=True)
+        ]
+        return {"steps": 10, "products": rows}
+
+    merged = floor.best_of(made_up([1.0, 4.0], [2.0, 3.0]), made_up([3.0, 2.0], [0.5, 5.0]))
+    assert [r["best_seconds"] for r in merged["products"]] == [0.5, 2.0]
+    assert merged["seconds"] == 10 * 2.5
+    assert merged["numpy_seconds"] == 10 * (1.0 + 2.0)
+    assert merged["products"][0]["xla_gflops"] == 2.0
+
+
+# --- statistics, ratios, tables ----------------------------------------------------------------
+
+
+def test_summary_pools_epochs_after_the_first_over_repeats():
+    runs = [
+        _run("a", [5.0, 1.0, 2.0, 3.0], 10.0, 0.96),
+        _run("a", [4.0, 1.5, 2.5, 3.5], 12.0, 0.98),
+    ]
+    row = summarise("a", runs)
+    assert row.status == "ok" and row.timed_epochs == 6 and row.repeats == 2
+    assert (row.epoch_median, row.epoch_min, row.epoch_max) == (2.25, 1.0, 3.5)
+    assert row.first_epoch == 4.5
+    assert (row.wall_median, row.wall_min, row.wall_max) == (11.0, 10.0, 12.0)
+    assert row.train_accuracy == pytest.approx(0.93) and row.test_accuracy == pytest.approx(0.97)
+    assert row.max_rss_mib == 300
+
+
+def test_ratios_to_the_baseline_and_the_floor():
+    rows = [summarise("jaxmnist", [_run("jaxmnist", [3, 1, 1, 1], 5.0)])]
+    rows.append(summarise("torch", [_run("torch", [3, 2, 2, 2], 20.0)]))
+    add_ratios(rows, "jaxmnist", floor_seconds=0.5)
+    assert (rows[0].vs_baseline, rows[0].vs_floor) == (1.0, 2.0)
+    assert (rows[1].vs_baseline, rows[1].vs_floor, rows[1].wall_vs_baseline) == (2.0, 4.0, 4.0)
+    assert any(
+        "torch / jaxmnist s/epoch = 2.00 (target >= 1.8): met" in t for t in target_lines(rows)
+    )
+
+
+def test_ratios_are_nan_without_a_baseline():
+    rows = [
+        summarise("torch", [_run("torch", [3, 2, 2], 20.0)]),
+        Summary("jaxmnist", status="failed"),
+    ]
+    add_ratios(rows, "jaxmnist", floor_seconds=0.0)
+    assert math.isnan(rows[0].vs_baseline) and math.isnan(rows[0].vs_floor)
+    assert target_lines(rows) == []
+
+
+def test_a_failed_or_skipped_run_marks_the_row():
+    ok, failed = _run("x", [2, 1], 3.0), Run("x", 1, "failed", "exit 1: boom")
+    assert summarise("x", [ok, failed]).status == "failed"
+    assert summarise("x", [Run("x", 0, "skipped", "no GPU")]).reason == "no GPU"
+    assert summarise("x", []).status == "skipped"
+
+
+def test_markdown_table_groups_rows_and_shows_skips_and_the_floor():
+    rows = [
+        summarise("jaxmnist", [_run("jaxmnist", [3, 1, 1], 5.0)]),
+        Summary("keras-tf", status="skipped", reason="not installed: tensorflow"),
+        summarise("jaxmnist-bf16", [_run("jaxmnist-bf16", [3, 0.5, 0.5], 5.0)], group="bfloat16"),
+    ]
+    made_up_floor = {"seconds": 0.5, "numpy_seconds": 0.8, "xla_seconds": 0.6}
+    add_ratios(rows, "jaxmnist", made_up_floor["seconds"])
+    table = markdown_table(rows, made_up_floor)
+    float32, bfloat16 = table.split("**bfloat16**")
+    assert "| jaxmnist | 1.000 |" in float32 and "skipped: not installed: tensorflow" in float32
+    assert "| floor: numpy only | 0.800 |" in float32 and "floor:" not in bfloat16
+    assert "| jaxmnist-bf16 | 0.500 |" in bfloat16
+    header = table.splitlines()[2]
+    assert all(line.count("|") == header.count("|") for line in table.splitlines() if "|" in line)
+
+
+# --- running systems -----------------------------------------------------------------------------
+
+
+def test_a_system_whose_module_is_missing_is_skipped_without_running(tmp_path):
+    assert missing_modules(("json", "no_such_module_xyz", "no_such.sub")) == [
+        "no_such_module_xyz",
+        "no_such.sub",
+    ]
+    ghost = System("ghost", "no_such_module_xyz", requires=("no_such_module_xyz",))
+    run = run_system(ghost, [], tmp_path)
+    assert run.status == "skipped" and "no_such_module_xyz" in run.reason
+    assert list(tmp_path.iterdir()) == []
+
+
+_FAKE_PEER = """
+import sys
+from benchmarks.peers._common import Metrics, parse_args
+args = parse_args("fake")
+with Metrics(args.metrics_out) as metrics:
+    if args.device == "gpu":
+        metrics.skip("no GPU here")
+    if args.epochs == 13:
+        sys.exit("boom")
+    metrics.emit("start", system="fake", device="cpu", config={})
+    for epoch in range(1, args.epochs + 1):
+        metrics.emit("epoch", epoch=epoch, epochs=args.epochs, steps=1, seconds=0.5 / epoch,
+                     loss=1.0, accuracy=0.5)
+    metrics.emit("test", loss=1.0, accuracy=0.5, seconds=0.1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "reason"),
+    [(["--epochs", "3"], "ok", ""), (["--device", "gpu"], "skipped", "no GPU here")]
+    + [(["--epochs", "13"], "failed", "exit 1: boom")],
+)
+def test_run_system_reads_the_childs_metrics(tmp_path, monkeypatch, flags, status, reason):
+    (tmp_path / "fake_peer.py").write_text(textwrap.dedent(_FAKE_PEER))
+    fake = System("fake", "fake_peer", env={"PYTHONPATH": str(tmp_path)})
+    run = run_system(fake, flags, tmp_path / "out")
+    assert (run.status, run.reason.split(" (see")[0]) == (status, reason)
+    assert run.wall_seconds > 0
+    if status == "ok":
+        assert [e["epoch"] for e in run.of("epoch")] == [1, 2, 3] and run.max_rss_bytes > 0
+        assert summarise("fake", [run]).epoch_median == pytest.approx((0.5 / 2 + 0.5 / 3) / 2)
+
+
+def test_metrics_writes_json_lines_and_skip_exits_cleanly(tmp_path):
+    path = tmp_path / "m.jsonl"
+    with pytest.raises(SystemExit) as exit_, Metrics(str(path)) as metrics:
+        metrics.emit("start", system="x", device="cpu", config={"a": 1})
+        metrics.skip("nothing to run on")
+    assert exit_.value.code == 0
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert events == [
+        {"event": "start", "system": "x", "device": "cpu", "config": {"a": 1}},
+        {"event": "skip", "reason": "nothing to run on"},
+    ]
+
+
+def test_torch_peer_rmsprop_has_keras_semantics():
+    torch = pytest.importorskip("torch")
+    from benchmarks.peers.torch_mlp import _rmsprop_step
+
+    rng = np.random.default_rng(0)
+    p0, g, v0 = (rng.standard_normal(5).astype(np.float32) for _ in range(3))
+    v0 = np.abs(v0) * 1e-6  # tiny: where eps inside or outside the sqrt differ
+    param, velocity = torch.tensor(p0), torch.tensor(v0)
+    param.grad = torch.tensor(g)
+    _rmsprop_step([param], [velocity])
+    v = 0.9 * v0.astype(np.float64) + 0.1 * g.astype(np.float64) ** 2
+    expected = p0 - 1e-3 * g / np.sqrt(v + 1e-7)
+    np.testing.assert_allclose(velocity.numpy(), v, rtol=1e-5)
+    np.testing.assert_allclose(param.numpy(), expected, rtol=1e-5)
+
+
+# --- tiny real runs (real data, the real CLI and the installed peers) ----------------------------
+
+
+def _sane(row: dict) -> None:
+    assert row["epoch_median"] > 0 and row["first_epoch"] > 0 and row["wall_median"] > 0
+    assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1
+    assert math.isfinite(row["vs_baseline"]) and row["vs_baseline"] > 0
+    assert math.isfinite(row["vs_floor"]) and row["vs_floor"] > 0
+
+
+@pytest.mark.integration
+def test_compare_runs_every_system_tiny(tmp_path):
+    from benchmarks import compare
+
+    argv = ["--train-samples", "1024", "--epochs", "2", "--repeats", "1", "--out", str(tmp_path)]
+    result = compare.main([*argv, "--floor-budget", "0.02"])
+    rows = {r["name"]: r for r in result["rows"]}
+    assert rows["jaxmnist"]["status"] == "ok", rows["jaxmnist"]["reason"]
+    assert rows["jaxmnist"]["vs_baseline"] == 1.0
+    for row in rows.values():
+        assert row["status"] in ("ok", "skipped"), row["reason"]  # never failed
+        if row["status"] == "ok":
+            _sane(row)
+    assert result["floor"]["seconds"] > 0 and result["floor"]["epoch_flops"] > 0
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    assert "| jaxmnist |" in (tmp_path / "compare.md").read_text()
+
+
+@pytest.mark.integration
+def test_sweep_runs_tiny(tmp_path):
+    from benchmarks import sweep
+
+    argv = ["--batch-sizes", "128,256", "--hiddens", "512,1024", "--train-samples", "1024"]
+    rows = sweep.main([*argv, "--epochs", "2", "--out", str(tmp_path)])
+    assert [(r["axis"], r["batch_size"], r["hidden"]) for r in rows] == [
+        ("batch_size", 128, 512),
+        ("batch_size", 256, 512),
+        ("hidden", 128, 512),
+        ("hidden", 128, 1024),
+    ]
+    for row in rows:
+        assert row["status"] == "ok", row["reason"]
+        assert row["samples_per_second"] > 0 and row["max_rss_mib"] > 0
+        assert 0 <= row["test_accuracy"] <= 1
+    assert (tmp_path / "sweep.json").exists() and (tmp_path / "sweep.md").exists()
