@@ -94,7 +94,7 @@ def train_and_evaluate(
     config: TrainConfig,
     data: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
-    fingerprint: str | None = None,
+    fingerprint: str | None = None,  # of `data`; computed when checkpoints need it
     device: jax.Device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -105,7 +105,7 @@ def train_and_evaluate(
 ) -> RunResult:
     """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1]."""
     (x_train, y_train), (x_test, y_test) = data
-    if fingerprint is None:
+    if fingerprint is None and checkpoint_dir is not None:
         fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
     if config.train_samples:
         x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]

@@ -294,16 +294,18 @@ def _run(args: argparse.Namespace) -> int:
         enable_compile_cache()
     device = resolve_device(args.device)
 
-    from jaxmnist.data import fingerprint, load_mnist
+    from jax.errors import JaxRuntimeError
+
+    from jaxmnist.data import load_mnist
     from jaxmnist.engine import Callback
     from jaxmnist.progress import ChapterLog, KerasProgress
     from jaxmnist.runner import train_and_evaluate
 
     data = load_mnist(args.data_dir)
-    (x_train, y_train), (x_test, y_test) = data
-    if len(x_train) < config.batch_size:
+    train_size = len(data[0][0])
+    if train_size < config.batch_size:
         raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the {len(x_train)} training images"
+            f"--batch-size {config.batch_size} is larger than the {train_size} training images"
         )
     metrics.write(event="start", system="jaxmnist", device=device.platform, config=config.to_dict())
 
@@ -342,7 +344,6 @@ def _run(args: argparse.Namespace) -> int:
         result = train_and_evaluate(
             config,
             data,
-            fingerprint=fingerprint(x_train, y_train, x_test, y_test),
             device=device,
             checkpoint_dir=checkpoint_dir,
             resume=args.resume,
@@ -353,12 +354,28 @@ def _run(args: argparse.Namespace) -> int:
                 f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
             ),
         )
+    except JaxRuntimeError as error:
+        raise _device_failure(error, device, checkpoint_dir) from None
     finally:
         restore_signals()
     metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
     metrics.close()
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
+
+
+def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
+    """One line for an error the device raised while training."""
+    from jaxmnist.errors import DeviceError
+
+    first_line = (str(error).strip().splitlines() or ["unknown error"])[0]
+    kept = f"; the last finished epoch is kept in {checkpoint_dir}" if checkpoint_dir else ""
+    if "RESOURCE_EXHAUSTED" in first_line or "out of memory" in first_line.lower():
+        return DeviceError(
+            f"out of memory on {device.platform} ({first_line[:120]}): lower --batch-size or "
+            f"--hidden, or use --device cpu{kept}"
+        )
+    return DeviceError(f"{device.platform} failed while training: {first_line[:200]}{kept}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,3 +276,28 @@ def test_help_exits_0():
     code, out, _ = _main(["--help"])
     assert code == 0
     assert "--preset" in out and "naive" in out
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8589934592 bytes.",
+            "--batch-size",
+        ),
+        ("INTERNAL: CUDA error: an illegal memory access was encountered", "failed while training"),
+    ],
+)
+def test_a_device_failure_while_training_is_one_line(tmp_path, monkeypatch, message, expected):
+    from jax.errors import JaxRuntimeError
+
+    import jaxmnist.runner
+
+    def fail(*args, **kwargs):
+        raise JaxRuntimeError(message)
+
+    monkeypatch.setattr(jaxmnist.runner, "train_and_evaluate", fail)
+    code, _, err = _main(["--checkpoint-dir", str(tmp_path), *FAST])
+    assert code == 1
+    line = _assert_one_line_error(err)
+    assert expected in line and str(tmp_path) in line
