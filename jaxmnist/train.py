@@ -390,12 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     except JaxmnistError as error:
         print(f"jaxmnist.train: error: {error}", file=sys.stderr)
         return error.exit_code
-    except Interrupted as stop:
-        print(
-            f"\njaxmnist.train: {stop} after {time.perf_counter() - started:.0f}s; the last "
-            "finished epoch is checkpointed: run again with --resume to continue",
-            file=sys.stderr,
+    except (Interrupted, KeyboardInterrupt) as stop:
+        where = str(stop) if isinstance(stop, Interrupted) else "interrupted"
+        then = (
+            "no checkpoints were written (--no-checkpoint)"
+            if args.no_checkpoint
+            else "the last finished epoch is checkpointed: run again with --resume to continue"
         )
+        elapsed = time.perf_counter() - started
+        print(f"\njaxmnist.train: {where} after {elapsed:.0f}s; {then}", file=sys.stderr)
         return 130
 
 
