@@ -123,8 +123,9 @@ def save_checkpoint(
         reason = error.strerror or str(error)
         raise CheckpointError(f"cannot save checkpoint in {root}: {reason}") from error
     finally:
-        # Also on KeyboardInterrupt: LATEST still names the old checkpoint, so drop the new one.
-        if not committed:
+        # Also on KeyboardInterrupt: unless LATEST already names the new checkpoint (the
+        # interrupt may land between os.replace and the flag), it is not committed: drop it.
+        if not committed and not _latest_names(root, final):
             for path in (tmp, pointer):
                 if path is not None:
                     _remove(path)
@@ -134,6 +135,13 @@ def save_checkpoint(
     except (OSError, CheckpointError):
         pass  # pruning is housekeeping; the new checkpoint is already committed
     return final
+
+
+def _latest_names(root: Path, version: Path | None) -> bool:
+    try:
+        return version is not None and (root / LATEST).read_text().strip() == version.name
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:

@@ -56,7 +56,8 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 # Settings a resumed run may change without changing what the finished run computes.
-RESUMABLE_CHANGES = frozenset({"epochs", "steps_per_dispatch"})
+# (A lower learning rate is how one continues from the last good checkpoint after a NaN.)
+RESUMABLE_CHANGES = frozenset({"epochs", "steps_per_dispatch", "learning_rate"})
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -88,6 +89,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise UsageError(
             f"--learning-rate must be a positive finite number, got {config.learning_rate}"
         )
+    if not 0 <= config.seed < 2**32:
+        raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {config.seed}")
     if config.steps_per_dispatch < 0:
         raise UsageError("--steps-per-dispatch must be >= 0 (0 picks automatically)")
     return config

@@ -25,7 +25,7 @@ from jax import lax
 from jaxmnist import losses
 from jaxmnist.batches import batches, epoch_key, epoch_order, num_batches
 from jaxmnist.config import TrainConfig
-from jaxmnist.errors import TrainingDiverged
+from jaxmnist.errors import Interrupted, TrainingDiverged
 from jaxmnist.model import ModelSpec, Params, chapter_model, init_params, logits
 from jaxmnist.optim import Optimizer, make_optimizer
 
@@ -54,14 +54,6 @@ class EpochResult:
     batch_losses: list[float] = field(repr=False)
 
 
-class Interrupted(Exception):
-    """Raised by `fit` when `should_stop` said so; the state of the last whole epoch is safe."""
-
-    def __init__(self, epoch: int, step: int):
-        super().__init__(f"interrupted in epoch {epoch} at step {step}")
-        self.epoch, self.step = epoch, step
-
-
 class Callback:
     """Hooks `fit` calls; each sees host values only, so none forces an extra device sync."""
 
@@ -85,6 +77,13 @@ def normalize(images: jax.Array) -> jax.Array:
     return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
 
 
+def _per_sample_loss(z: jax.Array, labels: jax.Array, loss: str) -> jax.Array:
+    """ "probs": Keras's clipped loss on the softmax (the chapter's); "logits": its stable form."""
+    if loss == "probs":
+        return losses.sparse_categorical_crossentropy(jax.nn.softmax(z), labels)
+    return losses.softmax_cross_entropy(z, labels)
+
+
 def make_train_step(
     spec: ModelSpec, optimizer: Optimizer, loss: str = "logits", precision: str = "float32"
 ):
@@ -93,10 +92,7 @@ def make_train_step(
 
     def loss_fn(params, images, labels, valid):
         z = logits(params, normalize(images), spec, dtype)
-        if loss == "probs":
-            per_sample = losses.sparse_categorical_crossentropy(jax.nn.softmax(z), labels)
-        else:
-            per_sample = losses.softmax_cross_entropy(z, labels)
+        per_sample = _per_sample_loss(z, labels, loss)
         hits = losses.correct(z, labels)
         if valid is None:
             return jnp.mean(per_sample), (jnp.sum(hits), jnp.float32(per_sample.shape[0]))
@@ -121,11 +117,7 @@ def make_evaluate(spec: ModelSpec, loss: str = "logits", precision: str = "float
     @jax.jit
     def evaluate(params, images, labels):
         z = logits(params, normalize(images), spec, dtype)
-        if loss == "probs":
-            per_sample = losses.sparse_categorical_crossentropy(jax.nn.softmax(z), labels)
-        else:
-            per_sample = losses.softmax_cross_entropy(z, labels)
-        return jnp.mean(per_sample), losses.accuracy(z, labels)
+        return jnp.mean(_per_sample_loss(z, labels, loss)), losses.accuracy(z, labels)
 
     return evaluate
 
@@ -188,7 +180,8 @@ def fit(
     must match them).
 
     Raises TrainingDiverged at the end of the dispatch whose loss was NaN or Inf, and Interrupted
-    when `should_stop()` turns true (checked after each dispatch).
+    when `should_stop()` turns true (checked before each epoch and after each dispatch but an
+    epoch's last, so every finished epoch reaches `on_epoch_end` and its checkpoint).
     """
     spec = spec or chapter_model(config.hidden)
     optimizer = optimizer or make_optimizer(config.optimizer, config.learning_rate)
@@ -207,6 +200,8 @@ def fit(
 
     results = []
     for epoch in range(start_epoch, config.epochs):
+        if should_stop():
+            raise Interrupted(epoch + 1, 0)
         for callback in callbacks:
             callback.on_epoch_begin(epoch + 1, steps)
         key = epoch_key(data_key, epoch)
@@ -223,7 +218,7 @@ def fit(
                     num_steps=min(per_dispatch, steps - first),
                 )
                 tracker.add(metrics)
-                if should_stop():
+                if tracker.done < steps and should_stop():
                     raise Interrupted(epoch + 1, tracker.done)
         else:
             pending = []
@@ -234,7 +229,7 @@ def fit(
                 if len(pending) == per_dispatch:
                     tracker.add(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
                     pending = []
-                    if should_stop():
+                    if tracker.done < steps and should_stop():
                         raise Interrupted(epoch + 1, tracker.done)
             if pending:
                 tracker.add(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))

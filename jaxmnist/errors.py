@@ -27,3 +27,12 @@ class DeviceError(JaxmnistError):
 
 class TrainingDiverged(JaxmnistError):
     """The loss became NaN or Inf."""
+
+
+class Interrupted(Exception):  # noqa: N818 (a stop the user asked for, not an error)
+    """Training stopped at a user's signal; every finished epoch reached its checkpoint."""
+
+    def __init__(self, epoch: int, step: int):
+        where = f"in epoch {epoch} at step {step}" if step else f"before epoch {epoch}"
+        super().__init__(f"interrupted {where}")
+        self.epoch, self.step = epoch, step

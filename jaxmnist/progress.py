@@ -67,6 +67,8 @@ class ChapterLog(Callback):
             print(f"epoch {epoch - 1}", file=self.stream, flush=True)  # the chapter counts from 0
 
     def on_batches(self, epoch, first_step, batch_losses: np.ndarray, done, loss, accuracy):
+        if not self.every:  # 0: the epoch headers only
+            return
         for offset, value in enumerate(batch_losses):
             if (first_step + offset) % self.every == 0:
                 print(f"loss at batch {first_step + offset}: {value:.2f}", file=self.stream)

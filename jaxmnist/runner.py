@@ -159,7 +159,8 @@ def train_and_evaluate(
         if saver is None:
             raise
         raise TrainingDiverged(
-            f"{error}; the last good checkpoint (epoch {len(history)}) is kept in {checkpoint_dir}"
+            f"{error}, then add --resume to continue from the last good checkpoint "
+            f"(epoch {len(history)}) in {checkpoint_dir}"
         ) from None
     test_loss, test_accuracy = evaluate(
         state.params, x_test, y_test, spec, config.loss, config.precision, device

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 # The preset and choice tables import nothing heavy, so `--help` and flag errors stay fast.
@@ -40,6 +39,9 @@ A checkpoint is written after every epoch; Ctrl-C stops cleanly and --resume con
 """
 
 
+MAX_SEED = 2**32 - 1  # jax.random.key takes a 32-bit seed without wrapping
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
         self.exit(2, f"jaxmnist.train: error: {message} (see --help)\n")
@@ -62,6 +64,13 @@ def _integer_at_least(minimum: int, meaning: str):
 
 _positive_int = _integer_at_least(1, "a positive integer")
 _count = _integer_at_least(0, "an integer >= 0")
+
+
+def _seed(text: str) -> int:
+    value = _count(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {text!r}")
+    return value
 
 
 def _learning_rate(text: str) -> float:
@@ -106,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="reshuffle the training set every epoch",
     )
-    run.add_argument("--seed", type=_count, help="root PRNG seed (default 0)")
+    run.add_argument("--seed", type=_seed, help="root PRNG seed (default 0)")
     run.add_argument("--hidden", type=_positive_int, help="width of the hidden layer (512)")
     run.add_argument(
         "--train-samples", type=_count, help="train on the first N images only (0: all 60000)"
@@ -234,14 +243,21 @@ def enable_compile_cache() -> None:
     import jax
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "jaxmnist", "xla"))
+    directory = os.path.join(base, "jaxmnist", "xla")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return  # an unwritable cache only costs compile time; training goes on without it
+    if not os.access(directory, os.W_OK):
+        return
+    jax.config.update("jax_compilation_cache_dir", directory)
     # Our programs compile in well under JAX's default 1 s threshold; cache them all the same.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current dispatch; a second SIGINT kills."""
+    """SIGINT/SIGTERM ask the loop to stop after the current dispatch; a second SIGINT aborts."""
 
     def __init__(self):
         self.signal = None
@@ -254,114 +270,159 @@ class _StopFlag:
             if self.signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.signal = signum
+            print(
+                "\njaxmnist.train: stopping after the current step (Ctrl-C again aborts)",
+                file=sys.stderr,
+                flush=True,
+            )
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
-class _MetricsWriter:
-    """JSON lines: start, one per epoch, test (the benchmark's protocol)."""
+class _MetricsFile:
+    """JSON lines (start, one per epoch, test: the benchmark's protocol), written beside FILE and
+    moved onto it once training has begun, so a run refused at its start leaves FILE as it was.
+    """
 
     def __init__(self, path: str | None):
-        self.file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+        from jaxmnist.errors import JaxmnistError, UsageError
+
+        self._error = JaxmnistError
+        self.path = Path(path) if path else None
+        self.file = None
+        if self.path:
+            self.temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            try:
+                self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as error:
+                raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
 
     def write(self, **record) -> None:
         if self.file:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError as error:
+                raise self._error(f"--metrics-out {self.path}: {error.strerror}") from None
 
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
+    def finish(self, keep: bool) -> None:
+        """Moves the records onto FILE (keep) or drops them."""
+        if not self.file:
+            return
+        self.file.close()
+        try:
+            if keep:
+                os.replace(self.temporary, self.path)
+            else:
+                os.unlink(self.temporary)
+        except OSError as error:
+            raise self._error(f"--metrics-out {self.path}: {error.strerror}") from None
 
 
-def _run(args: argparse.Namespace) -> int:
-    from jaxmnist.errors import UsageError
+def _checkpoint_dir(args: argparse.Namespace, config) -> Path | None:
+    if args.no_checkpoint:
+        return None
+    return Path(args.checkpoint_dir or f"runs/{config.preset}-seed{config.seed}")
+
+
+def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
+    from jaxmnist.errors import Interrupted, UsageError
 
     config = config_from_args(args)
-    if args.resume and args.no_checkpoint:
-        raise UsageError("--resume needs checkpoints: drop --no-checkpoint")
-    checkpoint_dir = None
-    if not args.no_checkpoint:
-        checkpoint_dir = Path(args.checkpoint_dir or f"runs/{config.preset}-seed{config.seed}")
+    if args.no_checkpoint and (args.resume or args.checkpoint_dir):
+        flag = "--resume" if args.resume else "--checkpoint-dir"
+        raise UsageError(f"{flag} needs checkpoints: drop --no-checkpoint")
+    checkpoint_dir = _checkpoint_dir(args, config)
+    metrics = _MetricsFile(args.metrics_out)
+    started_training = False
     try:
-        metrics = _MetricsWriter(args.metrics_out)
-    except OSError as error:
-        raise UsageError(f"--metrics-out {args.metrics_out}: {error.strerror}") from None
+        tune_xla_cpu()
+        if not args.no_compile_cache:
+            enable_compile_cache()
+        device = resolve_device(args.device)
 
-    tune_xla_cpu()
-    if not args.no_compile_cache:
-        enable_compile_cache()
-    device = resolve_device(args.device)
+        from jax.errors import JaxRuntimeError
 
-    from jax.errors import JaxRuntimeError
+        from jaxmnist.data import load_mnist
+        from jaxmnist.engine import Callback
+        from jaxmnist.progress import ChapterLog, KerasProgress
+        from jaxmnist.runner import train_and_evaluate
 
-    from jaxmnist.data import load_mnist
-    from jaxmnist.engine import Callback
-    from jaxmnist.progress import ChapterLog, KerasProgress
-    from jaxmnist.runner import train_and_evaluate
-
-    data = load_mnist(args.data_dir)
-    train_size = len(data[0][0])
-    if train_size < config.batch_size:
-        raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the {train_size} training images"
-        )
-    metrics.write(event="start", system="jaxmnist", device=device.platform, config=config.to_dict())
-
-    class _EpochMetrics(Callback):
-        def on_epoch_end(self, result, state):
-            metrics.write(
-                event="epoch",
-                epoch=result.epoch,
-                epochs=config.epochs,
-                steps=len(result.batch_losses),
-                seconds=result.seconds,
-                loss=result.loss,
-                accuracy=result.accuracy,
-                batch_losses=result.batch_losses,
+        data = load_mnist(args.data_dir)
+        train_size = len(data[0][0])
+        if train_size < config.batch_size:
+            raise UsageError(
+                f"--batch-size {config.batch_size} is larger than the {train_size} training images"
             )
-
-    log_every = (
-        args.log_every if args.log_every is not None else (100 if config.preset == "naive" else 0)
-    )
-    callbacks: list = [_EpochMetrics()]
-    live = sys.stdout.isatty() and not args.quiet
-    if not args.quiet:
-        if config.preset == "naive":
-            callbacks.append(ChapterLog(log_every or 10**9))
-        else:
-            callbacks.append(KerasProgress(config.epochs, live=live))
-            if log_every:
-                callbacks.append(ChapterLog(log_every, header=False))
-    steps_per_dispatch = None
-    if live and not config.steps_per_dispatch:
-        steps_per_dispatch = 25  # a live bar moves every 25 steps; in a log, one call per epoch
-
-    stop = _StopFlag()
-    restore_signals = stop.install()
-    try:
-        result = train_and_evaluate(
-            config,
-            data,
-            device=device,
-            checkpoint_dir=checkpoint_dir,
-            resume=args.resume,
-            callbacks=callbacks,
-            should_stop=stop,
-            steps_per_dispatch=steps_per_dispatch,
-            on_resume=lambda epoch: print(
-                f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
-            ),
+        metrics.write(
+            event="start", system="jaxmnist", device=device.platform, config=config.to_dict()
         )
-    except JaxRuntimeError as error:
-        raise _device_failure(error, device, checkpoint_dir) from None
+
+        class _EpochMetrics(Callback):
+            def on_epoch_begin(self, epoch, steps):
+                nonlocal started_training
+                started_training = True
+
+            def on_epoch_end(self, result, state):
+                metrics.write(
+                    event="epoch",
+                    epoch=result.epoch,
+                    epochs=config.epochs,
+                    steps=len(result.batch_losses),
+                    seconds=result.seconds,
+                    loss=result.loss,
+                    accuracy=result.accuracy,
+                    batch_losses=result.batch_losses,
+                )
+
+        default_log_every = 100 if config.preset == "naive" else 0
+        log_every = default_log_every if args.log_every is None else args.log_every
+        callbacks: list = [_EpochMetrics()]
+        live = sys.stdout.isatty() and not args.quiet
+        if not args.quiet:
+            if config.preset == "naive":
+                callbacks.append(ChapterLog(log_every))
+            else:
+                callbacks.append(KerasProgress(config.epochs, live=live))
+                if log_every:
+                    callbacks.append(ChapterLog(log_every, header=False))
+        steps_per_dispatch = None
+        if live and not config.steps_per_dispatch:
+            steps_per_dispatch = 25  # a live bar moves every 25 steps; in a log, one call an epoch
+
+        try:
+            result = train_and_evaluate(
+                config,
+                data,
+                device=device,
+                checkpoint_dir=checkpoint_dir,
+                resume=args.resume,
+                callbacks=callbacks,
+                should_stop=stop,
+                steps_per_dispatch=steps_per_dispatch,
+                on_resume=lambda epoch: print(
+                    f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
+                ),
+            )
+        except JaxRuntimeError as error:
+            raise _device_failure(error, device, checkpoint_dir) from None
+        metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
+    except Interrupted as interruption:
+        print(f"\njaxmnist.train: {interruption}; {_resume_hint(checkpoint_dir)}", file=sys.stderr)
+        return 128 + (stop.signal or signal.SIGINT)
     finally:
-        restore_signals()
-    metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
-    metrics.close()
+        metrics.finish(keep=started_training)
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
+
+
+def _resume_hint(checkpoint_dir: Path | None) -> str:
+    if checkpoint_dir is not None and (checkpoint_dir / "LATEST").exists():
+        return f"the last finished epoch is in {checkpoint_dir}: add --resume to continue"
+    if checkpoint_dir is None:
+        return "no checkpoints were written (--no-checkpoint)"
+    return "no checkpoint was written yet"
 
 
 def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
@@ -381,25 +442,23 @@ def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    from jaxmnist.engine import Interrupted
     from jaxmnist.errors import JaxmnistError
 
+    stop = _StopFlag()
+    restore_signals = stop.install()  # from here on, Ctrl-C asks for a clean stop
     try:
-        return _run(args)
+        return _run(args, stop)
     except JaxmnistError as error:
         print(f"jaxmnist.train: error: {error}", file=sys.stderr)
         return error.exit_code
-    except (Interrupted, KeyboardInterrupt) as stop:
-        where = str(stop) if isinstance(stop, Interrupted) else "interrupted"
-        then = (
-            "no checkpoints were written (--no-checkpoint)"
-            if args.no_checkpoint
-            else "the last finished epoch is checkpointed: run again with --resume to continue"
-        )
-        elapsed = time.perf_counter() - started
-        print(f"\njaxmnist.train: {where} after {elapsed:.0f}s; {then}", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        print("\njaxmnist.train: aborted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout went away (`| head`): nobody is left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":

@@ -301,3 +301,43 @@ def test_a_device_failure_while_training_is_one_line(tmp_path, monkeypatch, mess
     assert code == 1
     line = _assert_one_line_error(err)
     assert expected in line and str(tmp_path) in line
+
+
+def test_metrics_file_is_untouched_when_the_run_is_refused(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("earlier run\n")
+    code, _, err = _main(
+        [
+            "--resume",
+            "--checkpoint-dir",
+            str(tmp_path / "none"),
+            "--metrics-out",
+            str(metrics),
+            *FAST,
+        ]
+    )
+    assert code == 1
+    _assert_one_line_error(err)
+    assert metrics.read_text() == "earlier run\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seed", str(2**32)],
+        ["--no-checkpoint", "--checkpoint-dir", "somewhere"],
+    ],
+)
+def test_more_bad_flags_exit_2(argv):
+    code, _, err = _main([*argv, *FAST])
+    assert code == 2
+    _assert_one_line_error(err)
+
+
+def test_log_every_0_turns_the_naive_loss_lines_off(tmp_path):
+    code, out, _ = _main(
+        ["--preset", "naive", "--epochs", "1", "--log-every", "0", "--no-checkpoint", *FAST]
+    )
+    assert code == 0
+    assert "epoch 0" in out and "loss at batch" not in out

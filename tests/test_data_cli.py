@@ -106,3 +106,13 @@ def test_runs_as_a_module():
         check=False,
     )
     assert result.returncode == 0 and "python -m jaxmnist.data" in result.stdout
+
+
+def test_info_reports_a_bad_cache_file_without_deleting_it(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mnist.npz").write_bytes(b"not an npz")
+    assert main(["--cache-dir", str(cache), "info"]) != 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "mnist.npz" in err
+    assert (cache / "mnist.npz").read_bytes() == b"not an npz"

@@ -168,10 +168,48 @@ def test_huge_learning_rate_raises_training_diverged_naming_epoch_and_step():
     assert 0 < step < 5
 
 
+class _StopAfter:
+    """should_stop that turns true at its `calls`-th question (and stays true)."""
+
+    def __init__(self, calls: int):
+        self.calls, self.asked = calls, 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked >= self.calls
+
+
 def test_should_stop_interrupts_after_the_dispatch():
+    # Asked before epoch 1 (no), after its first dispatch of 2 steps (yes).
     with pytest.raises(Interrupted) as caught:
-        _fit(KERAS, steps_per_dispatch=2, should_stop=lambda: True)
+        _fit(KERAS, steps_per_dispatch=2, should_stop=_StopAfter(2))
     assert (caught.value.epoch, caught.value.step) == (1, 2)
+
+
+def test_a_stop_before_training_interrupts_before_epoch_1():
+    with pytest.raises(Interrupted) as caught:
+        _fit(KERAS, should_stop=lambda: True)
+    assert (caught.value.epoch, caught.value.step) == (1, 0)
+    assert str(caught.value) == "interrupted before epoch 1"
+
+
+def test_a_stop_in_an_epochs_last_dispatch_lets_the_epoch_finish():
+    ended = []
+
+    class Record(Callback):
+        def on_epoch_end(self, result, state):
+            ended.append(result.epoch)
+
+    # One dispatch per epoch: asked before epoch 1 (no), then before epoch 2 (yes).
+    with pytest.raises(Interrupted) as caught:
+        _fit(KERAS.replace(epochs=3), should_stop=_StopAfter(2), callbacks=[Record()])
+    assert ended == [1]
+    assert (caught.value.epoch, caught.value.step) == (2, 0)
+
+
+def test_a_stop_in_the_last_epoch_finishes_training():
+    _, results = _fit(KERAS.replace(epochs=1), should_stop=_StopAfter(2))
+    assert [r.epoch for r in results] == [1]
 
 
 # --- fit's results and callbacks ------------------------------------------------------------------

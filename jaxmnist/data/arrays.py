@@ -93,7 +93,7 @@ def verify(arrays: Arrays, where: str, expected: str = MNIST_FINGERPRINT) -> str
         raise DataError(
             f"{where}: fingerprint mismatch: got {actual[:16]}... for {len(x_train)}+{len(x_test)} "
             f"images, expected {expected[:16]}... (the standard 60000+10000 MNIST); supply the "
-            "genuine files, or pass verify=False / --no-verify to use these anyway"
+            "genuine files"
         )
     return actual
 

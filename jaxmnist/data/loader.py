@@ -79,6 +79,8 @@ def load(
         if arrays is not None:
             return Loaded(arrays, str(cached), check(arrays, str(cached)))
     except DataError as error:
+        if not download:  # a look that may not fetch must not delete either
+            raise
         discard(cached, str(error).removeprefix(f"{cached}: "))
     if not download:
         raise DataError(
