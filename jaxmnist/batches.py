@@ -7,12 +7,16 @@ on-device scan path see the same samples in the same batches for the same key.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+_RADIX_LIMIT = 1 << 16  # positions must fit in the low 16 bits of a packed sort key
 
 
 class Batch(NamedTuple):
@@ -31,10 +35,40 @@ def epoch_key(data_key: jax.Array, epoch: int) -> jax.Array:
 
 
 def epoch_order(key: jax.Array | None, num_samples: int) -> jax.Array:
-    """A permutation of range(N) drawn from `key`, or range(N) itself when `key` is None."""
+    """A permutation of range(N) drawn from `key`, or range(N) itself when `key` is None.
+
+    The permutation is exactly `jax.random.permutation(key, N)`, computed faster for N <= 65536.
+    """
     if key is None:
-        return jax.numpy.arange(num_samples, dtype=jax.numpy.int32)
-    return jax.random.permutation(key, num_samples).astype(jax.numpy.int32)
+        return jnp.arange(num_samples, dtype=jnp.int32)
+    if num_samples > _RADIX_LIMIT:
+        return jax.random.permutation(key, num_samples).astype(jnp.int32)
+    return _permutation(key, num_samples)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(key: jax.Array, num_samples: int) -> jax.Array:
+    # jax.random.permutation's algorithm: rounds of a stable sort of the values by fresh random
+    # 32-bit keys. Its sort of (key, value) pairs is slow on XLA's CPU backend (23 ms for 60000,
+    # 7% of an epoch); the same stable order from two sorts of single uint32 arrays takes 6 ms.
+    rounds = math.ceil(3 * math.log(max(1, num_samples)) / math.log(2**32 - 1))
+    values = jnp.arange(num_samples, dtype=jnp.int32)
+    for _ in range(rounds):
+        key, round_key = jax.random.split(key)
+        values = values[stable_argsort_u32(jax.random.bits(round_key, (num_samples,), jnp.uint32))]
+    return values
+
+
+def stable_argsort_u32(sort_keys: jax.Array) -> jax.Array:
+    """argsort(sort_keys, stable=True) for uint32 keys of at most 65536 elements.
+
+    Least-significant-digit radix sort with two 16-bit digits: each pass sorts one uint32 array
+    holding (digit << 16 | position), whose order is the stable order by that digit.
+    """
+    positions = jnp.arange(sort_keys.shape[0], dtype=jnp.uint32)
+    by_low = jnp.sort(((sort_keys & 0xFFFF) << 16) | positions) & 0xFFFF
+    by_high = jnp.sort(((sort_keys[by_low] >> 16) << 16) | positions) & 0xFFFF
+    return by_low[by_high].astype(jnp.int32)
 
 
 def batches(

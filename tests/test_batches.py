@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmnist.batches import Batch, batches, epoch_key, epoch_order, num_batches
+from jaxmnist.batches import (
+    Batch,
+    batches,
+    epoch_key,
+    epoch_order,
+    num_batches,
+    stable_argsort_u32,
+)
 
 # Each new N compiles a permutation, so the shuffled case draws fewer examples.
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -119,3 +127,23 @@ def test_mismatched_lengths_and_bad_batch_size():
         list(batches(np.zeros((5, 2)), np.zeros(4), 2))
     with pytest.raises(ValueError, match="batch_size"):
         list(batches(np.zeros((5, 2)), np.zeros(5), 0))
+
+
+@pytest.mark.parametrize("num_samples", [1, 2, 7, 128, 1000, 60000, 65536, 65537])
+def test_epoch_order_is_exactly_jax_random_permutation(num_samples):
+    for seed in range(3):
+        key = jax.random.fold_in(jax.random.key(seed), 5)
+        expected = np.asarray(jax.random.permutation(key, num_samples))
+        np.testing.assert_array_equal(np.asarray(epoch_order(key, num_samples)), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    digits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=300),
+    spread=st.sampled_from([1, 0x3FFF]),
+)
+def test_stable_argsort_u32_matches_numpy_with_ties(digits, spread):
+    # Few distinct high and low 16-bit digits force ties in each digit and in whole keys.
+    sort_keys = np.array([(hi * spread << 16) | lo * spread for hi, lo in digits], np.uint32)
+    expected = np.argsort(sort_keys, kind="stable")
+    np.testing.assert_array_equal(np.asarray(stable_argsort_u32(jnp.asarray(sort_keys))), expected)
