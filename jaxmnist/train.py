@@ -206,16 +206,30 @@ def resolve_device(name: str):
     try:
         return jax.devices("gpu")[0]
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        if "failed to initialize" in first_line.lower():
+        failure = _gpu_backend_failure()
+        if failure is None and "failed to initialize" in str(error).lower():
+            failure = str(error)
+        if failure:
+            first_line = (failure.strip().splitlines() or [""])[0][:200]
             raise DeviceError(
-                f"--device gpu: jax's CUDA backend failed to start ({first_line}); check the "
-                "NVIDIA driver with nvidia-smi, or use --device cpu"
+                f"--device gpu: jax's GPU backend is installed but failed to start ({first_line}); "
+                "check the NVIDIA driver with nvidia-smi, or use --device cpu"
             ) from None
         raise DeviceError(
             "--device gpu: jax sees no GPU (this jaxlib is CPU-only or no NVIDIA GPU is present); "
             "install the CUDA build with: pip install 'jaxmnist[cuda]', or use --device cpu"
         ) from None
+
+
+def _gpu_backend_failure() -> str | None:
+    """Why an installed CUDA/ROCm plugin did not start, as jax recorded it (None if none did)."""
+    from jax._src import xla_bridge  # jax keeps these errors only here; degrade if it moves
+
+    errors = getattr(xla_bridge, "_backend_errors", None) or {}
+    for platform in ("cuda", "rocm"):
+        if platform in errors:
+            return f"{platform}: {errors[platform]}"
+    return None
 
 
 def tune_xla_cpu() -> None:

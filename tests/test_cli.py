@@ -341,3 +341,15 @@ def test_log_every_0_turns_the_naive_loss_lines_off(tmp_path):
     )
     assert code == 0
     assert "epoch 0" in out and "loss at batch" not in out
+
+
+def test_device_gpu_with_a_gpu_build_but_no_driver_says_check_the_driver(monkeypatch):
+    from jax._src import xla_bridge
+
+    monkeypatch.setitem(
+        xla_bridge._backend_errors, "cuda", "INTERNAL: no CUDA-capable device is detected"
+    )
+    code, _, err = _main(["--device", "gpu", "--no-checkpoint", *FAST])
+    assert code == 1
+    line = _assert_one_line_error(err)
+    assert "nvidia-smi" in line and "no CUDA-capable device" in line
