@@ -126,7 +126,7 @@ def train_and_evaluate(
         _check_compatible(meta, config, fingerprint, directory)
         template = {"state": state, "data_key": np.asarray(jax.random.key_data(data_key))}
         restored = ckpt.restore_tree(template, arrays)
-        state = jax.tree.map(jax.numpy.asarray, restored["state"])
+        state = restored["state"]  # leaves come back as the template's kinds: jax arrays
         data_key = jax.random.wrap_key_data(restored["data_key"])
         start_epoch, history = meta["epoch"], list(meta.get("history", []))
         on_resume(start_epoch)
@@ -136,9 +136,7 @@ def train_and_evaluate(
         saver = _CheckpointSaver(Path(checkpoint_dir), config, data_key, fingerprint, history)
         if not resume:
             saver.save(state, 0)  # so that an interruption in epoch 1 is resumable too
-    all_callbacks = [*callbacks, saver] if saver else list(callbacks)
-    if saver is None:
-        all_callbacks.append(_HistoryRecorder(history))
+    all_callbacks = [*callbacks, saver or _HistoryRecorder(history)]
 
     try:
         state, _ = fit(
