@@ -432,10 +432,17 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
 
 
 def _resume_hint(checkpoint_dir: Path | None) -> str:
-    if checkpoint_dir is not None and (checkpoint_dir / "LATEST").exists():
-        return f"the last finished epoch is in {checkpoint_dir}: add --resume to continue"
+    from jaxmnist.checkpoint import latest_checkpoint
+    from jaxmnist.errors import CheckpointError
+
     if checkpoint_dir is None:
         return "no checkpoints were written (--no-checkpoint)"
+    try:
+        saved = latest_checkpoint(checkpoint_dir) is not None
+    except CheckpointError:
+        saved = False
+    if saved:
+        return f"the last finished epoch is in {checkpoint_dir}: add --resume to continue"
     return "no checkpoint was written yet"
 
 
