@@ -5,6 +5,8 @@ everything else in it (bias, relu, softmax, the optimizer) is elementwise and ch
 The input layer needs no input gradient, so there is no sixth product. The floor is the time these
 five products would take at the best rate measured for each, with numpy (OpenBLAS) or XLA, summed
 over an epoch: no training loop can be faster without doing less work or computing faster.
+Each product is timed back to back (numpy into one output array, XLA inside one compiled loop), so
+the per-call cost of Python, dispatch and allocating the result is not counted as product time.
 
     python -m benchmarks.floor [--batch-size 128] [--hidden 512] [--device cpu|gpu]
 """
@@ -59,7 +61,7 @@ def epoch_flops(samples: int = TRAIN_SIZE, hidden: int = 512) -> int:
     return samples * 2 * (2 * INPUTS * hidden + 3 * hidden * CLASSES)
 
 
-def _best_seconds(call: Callable[[], object], budget: float, min_calls: int = 10) -> float:
+def _best_seconds(call: Callable[[], object], budget: float, min_calls: int = 5) -> float:
     """Fastest of repeated calls, run for about `budget` seconds (and at least `min_calls`)."""
     best, spent, calls = math.inf, 0.0, 0
     while calls < min_calls or spent < budget:
@@ -78,23 +80,59 @@ def _operands(product: Product, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def time_numpy(product: Product, budget: float = 0.2) -> float:
-    """Best seconds for the product with numpy (transposes are views: BLAS reads them in place)."""
+# Products per timed call when timing back to back: a single call of a 10 us product would mostly
+# time the call itself (dispatch, allocating the result), which a training step does not repeat.
+REPEATS = 20
+
+
+def time_numpy(product: Product, budget: float = 0.2, repeats: int = REPEATS) -> float:
+    """Best seconds per product with numpy (OpenBLAS), `repeats` back to back into one output.
+
+    Transposes are views: BLAS reads them in place.
+    """
     a, b = _operands(product)
     a, b = (a.T if product.transpose_lhs else a), (b.T if product.transpose_rhs else b)
-    return _best_seconds(lambda: a @ b, budget)
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+
+    def run():
+        for _ in range(repeats):
+            np.matmul(a, b, out=out)
+
+    return _best_seconds(run, budget) / repeats
 
 
-def time_xla(product: Product, budget: float = 0.2, device: str = "cpu") -> float:
-    """Best seconds for the product as its own jitted XLA computation, synchronised each call."""
+def xla_product_loop(product: Product, repeats: int = REPEATS, device: str = "cpu"):
+    """(run, a, b): `run(a, b)` computes the product `repeats` times in one jitted loop and
+    returns the last result, with operands a and b placed on `device`.
+
+    The operands pass through an optimization barrier each iteration, so XLA can neither hoist the
+    product out of the loop nor fold the transposes into a cheaper layout of its own choosing.
+    """
     import jax
+    from jax import lax
 
     tl, tr = product.transpose_lhs, product.transpose_rhs
-    matmul = jax.jit(lambda a, b: (a.T if tl else a) @ (b.T if tr else b))
+    m, _, n = product.mkn
+
+    @jax.jit
+    def run(a, b):
+        def body(_, carry):
+            a, b, _ = lax.optimization_barrier(carry)
+            return a, b, (a.T if tl else a) @ (b.T if tr else b)
+
+        return lax.fori_loop(0, repeats, body, (a, b, jax.numpy.zeros((m, n), a.dtype)))[2]
+
     target = jax.devices(device)[0]
     a, b = (jax.device_put(x, target) for x in _operands(product))
-    matmul(a, b).block_until_ready()  # compile outside the timing
-    return _best_seconds(lambda: matmul(a, b).block_until_ready(), budget)
+    return run, a, b
+
+
+def time_xla(product: Product, budget: float = 0.2, device: str = "cpu", repeats: int = REPEATS):
+    """Best seconds per product with XLA, `repeats` back to back in one compiled loop, as a
+    training step's products run inside one compiled program."""
+    run, a, b = xla_product_loop(product, repeats, device)
+    run(a, b).block_until_ready()  # compile outside the timing
+    return _best_seconds(lambda: run(a, b).block_until_ready(), budget) / repeats
 
 
 def xla_sees(device: str) -> bool:

@@ -55,6 +55,16 @@ def test_floor_at_tiny_shapes_gives_positive_finite_rates():
     assert "GFLOP" in floor.markdown(result)
 
 
+def test_timed_xla_loop_computes_each_product_as_the_step_does():
+    # What is timed must be the step's product, transposes included, not some cheaper stand-in.
+    for product in floor.step_products(batch=4, hidden=8):
+        run, a, b = floor.xla_product_loop(product, repeats=3)
+        lhs, rhs = floor._operands(product)
+        lhs = lhs.T if product.transpose_lhs else lhs
+        rhs = rhs.T if product.transpose_rhs else rhs
+        np.testing.assert_allclose(np.asarray(run(a, b)), lhs @ rhs, rtol=1e-5, atol=1e-5)
+
+
 def test_best_of_keeps_the_fastest_measurement_of_each_product():
     def made_up(numpy_s, xla_s):
         rows = [
