@@ -112,7 +112,9 @@ def train_and_evaluate(
     spec = chapter_model(config.hidden)
     optimizer = make_optimizer(config.optimizer, config.learning_rate)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    state = init_state(init_key, spec, config.init, optimizer)
+    # Allocation is asynchronous: wait for it here, so running out of memory raises now, as an
+    # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
+    state = jax.block_until_ready(init_state(init_key, spec, config.init, optimizer))
     start_epoch, history = 0, []
 
     if resume:

@@ -10,7 +10,9 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -47,30 +49,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"jaxmnist.train: error: {message} (see --help)\n")
 
 
-def _integer_at_least(minimum: int, meaning: str):
-    """An argparse type for integers >= minimum, whose error says `meaning`."""
+def _integer_in(minimum: int, maximum: int | None, meaning: str):
+    """An argparse type for plain decimal integers in [minimum, maximum], whose error says
+    `meaning` (int() alone would also take '1_0' and non-ASCII digits)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
+        value = int(text) if re.fullmatch(r"\s*\+?[0-9]+\s*", text, re.ASCII) else None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {meaning}, got {text!r}")
         return value
 
     return parse
 
 
-_positive_int = _integer_at_least(1, "a positive integer")
-_count = _integer_at_least(0, "an integer >= 0")
+_positive_int = _integer_in(1, None, "a positive integer")
+_count = _integer_in(0, None, "an integer >= 0")
+# A bound only to catch typos: a million epochs of MNIST is months of CPU time.
+MAX_EPOCHS = 1_000_000
+_epochs = _integer_in(1, MAX_EPOCHS, f"a positive integer up to {MAX_EPOCHS}")
 
 
-def _seed(text: str) -> int:
-    value = _count(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {text!r}")
-    return value
+_seed = _integer_in(0, MAX_SEED, f"an integer in 0..{MAX_SEED}")
 
 
 def _learning_rate(text: str) -> float:
@@ -96,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the chapter's program to reproduce (default: keras)",
     )
     run = p.add_argument_group("training (defaults come from the preset)")
-    run.add_argument("--epochs", type=_positive_int, help="passes over the training set")
+    run.add_argument("--epochs", type=_epochs, help="passes over the training set")
     run.add_argument("--batch-size", type=_positive_int, help="images per step (keras: 128)")
     run.add_argument(
         "--optimizer",
@@ -199,26 +198,49 @@ def resolve_device(name: str):
 
     from jaxmnist.errors import DeviceError
 
-    if name == "cpu":
-        return jax.devices("cpu")[0]
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    try:
+        jax.devices()  # starts the backends; JAX_PLATFORMS naming one that cannot start fails here
+    except (RuntimeError, AssertionError) as error:
+        if platforms:
+            raise DeviceError(
+                f"JAX_PLATFORMS={platforms} names a platform jax cannot start here "
+                f"({_first_line(error, 100)}): unset JAX_PLATFORMS, or set it to cpu"
+            ) from None
+        raise DeviceError(
+            f"jax cannot start any device ({_first_line(error)}): reinstall jax and jaxlib"
+        ) from None
     if name == "auto":
         return jax.devices()[0]
     try:
-        return jax.devices("gpu")[0]
+        return jax.devices(name)[0]
     except RuntimeError as error:
+        if platforms:
+            raise DeviceError(
+                f"--device {name}: JAX_PLATFORMS={platforms} leaves it out: unset JAX_PLATFORMS, "
+                f"or drop --device"
+            ) from None
+        if name == "cpu":  # jax always has a CPU backend unless told otherwise
+            raise DeviceError(f"--device cpu: {_first_line(error)}") from None
         failure = _gpu_backend_failure()
         if failure is None and "failed to initialize" in str(error).lower():
             failure = str(error)
         if failure:
-            first_line = (failure.strip().splitlines() or [""])[0][:200]
             raise DeviceError(
-                f"--device gpu: jax's GPU backend is installed but failed to start ({first_line}); "
-                "check the NVIDIA driver with nvidia-smi, or use --device cpu"
+                "--device gpu: jax's GPU backend is installed but failed to start "
+                f"({_first_line(failure)}); check the NVIDIA driver with nvidia-smi, or use "
+                "--device cpu"
             ) from None
         raise DeviceError(
             "--device gpu: jax sees no GPU (this jaxlib is CPU-only or no NVIDIA GPU is present); "
-            "install the CUDA build with: pip install 'jaxmnist[cuda]', or use --device cpu"
+            "install jax's CUDA build with: pip install -U 'jax[cuda12]', or use --device cpu"
         ) from None
+
+
+def _first_line(error: BaseException | str, limit: int = 200) -> str:
+    text = str(error).strip() or type(error).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _gpu_backend_failure() -> str | None:
@@ -295,22 +317,44 @@ class _StopFlag:
 
 
 class _MetricsFile:
-    """JSON lines (start, one per epoch, test: the benchmark's protocol), written beside FILE and
-    moved onto it once training has begun, so a run refused at its start leaves FILE as it was.
+    """JSON lines (start, one per epoch, test: the benchmark's protocol) for --metrics-out FILE.
+
+    A regular FILE is written through a temporary file beside it and moved onto FILE when the run
+    finishes, or when it stops early and there was no FILE before: a failed run never replaces an
+    earlier file. A symlink is followed, so the link stays and its target gets the records. A
+    device or pipe (/dev/stdout, a FIFO) cannot be replaced and is written in place, as it goes.
     """
 
     def __init__(self, path: str | None):
         from jaxmnist.errors import JaxmnistError, UsageError
 
         self._error = JaxmnistError
-        self.path = Path(path) if path else None
         self.file = None
-        if self.path:
-            self.temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            try:
-                self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
-            except OSError as error:
-                raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
+        self.temporary = None
+        if path is None:
+            return
+        if not path:
+            raise UsageError("--metrics-out needs a file name")
+        self.path = Path(path)
+        try:
+            mode = os.stat(path).st_mode  # follows symlinks
+        except FileNotFoundError:
+            mode = None
+        except OSError as error:
+            raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise UsageError(f"--metrics-out {path} is a directory: name a file in it")
+        self.existed = mode is not None
+        try:
+            if mode is not None and not stat.S_ISREG(mode):
+                self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+                return
+            target = Path(os.path.realpath(path))
+            self.target = target
+            self.temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as error:
+            raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
 
     def write(self, **record) -> None:
         if self.file:
@@ -320,14 +364,16 @@ class _MetricsFile:
             except OSError as error:
                 raise self._error(f"--metrics-out {self.path}: {error.strerror}") from None
 
-    def finish(self, keep: bool) -> None:
-        """Moves the records onto FILE (keep) or drops them."""
+    def finish(self, finished: bool, started: bool) -> None:
+        """Moves the records onto FILE if the run `finished`, or `started` where no FILE was."""
         if not self.file:
             return
         self.file.close()
+        if self.temporary is None:
+            return
         try:
-            if keep:
-                os.replace(self.temporary, self.path)
+            if finished or (started and not self.existed):
+                os.replace(self.temporary, self.target)
             else:
                 os.unlink(self.temporary)
         except OSError as error:
@@ -344,12 +390,15 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
     from jaxmnist.errors import Interrupted, UsageError
 
     config = config_from_args(args)
+    for flag, value in (("--checkpoint-dir", args.checkpoint_dir), ("--data-dir", args.data_dir)):
+        if value == "":  # an unset shell variable, most likely; not "use the default"
+            raise UsageError(f"{flag} is empty: give a path, or leave the flag out")
     if args.no_checkpoint and (args.resume or args.checkpoint_dir):
         flag = "--resume" if args.resume else "--checkpoint-dir"
         raise UsageError(f"{flag} needs checkpoints: drop --no-checkpoint")
     checkpoint_dir = _checkpoint_dir(args, config)
     metrics = _MetricsFile(args.metrics_out)
-    started_training = False
+    started_training = finished = False
     try:
         tune_xla_cpu()
         if not args.no_compile_cache:
@@ -422,26 +471,33 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
         except JaxRuntimeError as error:
             raise _device_failure(error, device, checkpoint_dir) from None
         metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
+        finished = True
     except Interrupted as interruption:
         print(f"\njaxmnist.train: {interruption}; {_resume_hint(checkpoint_dir)}", file=sys.stderr)
         return 128 + (stop.signal or signal.SIGINT)
     finally:
-        metrics.finish(keep=started_training)
+        metrics.finish(finished, started_training)
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
 
 
-def _resume_hint(checkpoint_dir: Path | None) -> str:
+def _saved(checkpoint_dir: Path | None) -> bool:
+    """Whether `checkpoint_dir` holds a checkpoint to resume from."""
     from jaxmnist.checkpoint import latest_checkpoint
     from jaxmnist.errors import CheckpointError
 
     if checkpoint_dir is None:
-        return "no checkpoints were written (--no-checkpoint)"
+        return False
     try:
-        saved = latest_checkpoint(checkpoint_dir) is not None
+        return latest_checkpoint(checkpoint_dir) is not None
     except CheckpointError:
-        saved = False
-    if saved:
+        return False
+
+
+def _resume_hint(checkpoint_dir: Path | None) -> str:
+    if checkpoint_dir is None:
+        return "no checkpoints were written (--no-checkpoint)"
+    if _saved(checkpoint_dir):
         return f"the last finished epoch is in {checkpoint_dir}: add --resume to continue"
     return "no checkpoint was written yet"
 
@@ -451,11 +507,14 @@ def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
     from jaxmnist.errors import DeviceError
 
     first_line = (str(error).strip().splitlines() or ["unknown error"])[0]
-    kept = f"; the last finished epoch is kept in {checkpoint_dir}" if checkpoint_dir else ""
+    kept = (
+        f"; the last finished epoch is kept in {checkpoint_dir}" if _saved(checkpoint_dir) else ""
+    )
     if "RESOURCE_EXHAUSTED" in first_line or "out of memory" in first_line.lower():
+        elsewhere = "" if device.platform == "cpu" else ", or use --device cpu"
         return DeviceError(
             f"out of memory on {device.platform} ({first_line[:120]}): lower --batch-size or "
-            f"--hidden, or use --device cpu{kept}"
+            f"--hidden{elsewhere}{kept}"
         )
     return DeviceError(f"{device.platform} failed while training: {first_line[:200]}{kept}")
 

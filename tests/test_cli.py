@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import stat
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -268,7 +272,7 @@ def test_device_gpu_without_a_gpu(_synthetic_data):
     assert code == 1
     line = _assert_one_line_error(err)
     assert "gpu" in line.lower()
-    assert "jaxmnist[cuda]" in line  # how to install the CUDA extra
+    assert "pip install -U 'jax[cuda12]'" in line  # how to get jax's CUDA build
     assert out == "" and _synthetic_data == []
 
 
@@ -296,11 +300,16 @@ def test_a_device_failure_while_training_is_one_line(tmp_path, monkeypatch, mess
     def fail(*args, **kwargs):
         raise JaxRuntimeError(message)
 
+    code, _, _ = _main(["--epochs", "1", "--checkpoint-dir", str(tmp_path / "done"), *FAST])
+    assert code == 0
     monkeypatch.setattr(jaxmnist.runner, "train_and_evaluate", fail)
-    code, _, err = _main(["--checkpoint-dir", str(tmp_path), *FAST])
-    assert code == 1
-    line = _assert_one_line_error(err)
-    assert expected in line and str(tmp_path) in line
+    for directory, kept in ((tmp_path / "done", True), (tmp_path / "empty", False)):
+        code, _, err = _main(["--checkpoint-dir", str(directory), *FAST])
+        assert code == 1
+        line = _assert_one_line_error(err)
+        assert expected in line
+        # The line says a finished epoch is kept only where a checkpoint really is.
+        assert (f"kept in {directory}" in line) == kept
 
 
 def test_metrics_file_is_untouched_when_the_run_is_refused(tmp_path):
@@ -353,3 +362,122 @@ def test_device_gpu_with_a_gpu_build_but_no_driver_says_check_the_driver(monkeyp
     assert code == 1
     line = _assert_one_line_error(err)
     assert "nvidia-smi" in line and "no CUDA-capable device" in line
+
+
+# --- --metrics-out: what is at the path, and what a failed run leaves there ---------------------
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name)
+
+
+def test_metrics_out_naming_a_directory_is_refused_up_front(tmp_path, _synthetic_data):
+    code, out, err = _main(["--metrics-out", str(tmp_path), "--no-checkpoint", *FAST])
+    assert code == 2
+    line = _assert_one_line_error(err)
+    assert "is a directory" in line and str(tmp_path) in line
+    assert out == "" and _synthetic_data == []  # refused before loading data or training
+    assert _leftovers(tmp_path) == [] and _leftovers(tmp_path.parent) == []
+
+
+@pytest.mark.parametrize("flag", ["--metrics-out", "--checkpoint-dir", "--data-dir"])
+def test_an_empty_path_is_a_usage_error(flag, _synthetic_data):
+    code, _, err = _main([flag, "", *FAST])
+    assert code == 2
+    assert flag in _assert_one_line_error(err)
+    assert _synthetic_data == []
+
+
+def test_metrics_out_to_a_device_writes_in_place(tmp_path):
+    # A symlink to /dev/null: the records go to the device; neither link nor device is replaced.
+    link = tmp_path / "metrics"
+    link.symlink_to("/dev/null")
+    code, out, _ = _main(["--metrics-out", str(link), "--no-checkpoint", "--quiet", *FAST])
+    assert code == 0 and TEST_LINE.match(out.strip())
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert _leftovers(tmp_path) == []
+
+
+def test_metrics_out_through_a_symlink_writes_its_target(tmp_path):
+    target = tmp_path / "runs" / "metrics.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    code, _, _ = _main(["--metrics-out", str(link), "--no-checkpoint", "--quiet", *FAST])
+    assert code == 0
+    assert link.is_symlink()
+    events = [json.loads(line)["event"] for line in target.read_text().splitlines()]
+    assert events[0] == "start" and events[-1] == "test"
+    assert _leftovers(target.parent) == [] and _leftovers(tmp_path) == []
+
+
+DIVERGING = ["--optimizer", "sgd", "--learning-rate", "1e30", "--no-checkpoint", *FAST]
+
+
+def test_a_run_that_fails_while_training_keeps_an_earlier_metrics_file(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("earlier run\n")
+    code, _, err = _main(["--metrics-out", str(metrics), *DIVERGING])
+    assert code == 1 and "learning-rate" in _assert_one_line_error(err)
+    assert metrics.read_text() == "earlier run\n"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_run_that_fails_while_training_writes_its_records_where_no_file_was(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    code, _, _ = _main(["--metrics-out", str(metrics), *DIVERGING])
+    assert code == 1
+    events = [json.loads(line)["event"] for line in metrics.read_text().splitlines()]
+    assert events == ["start"]  # the epoch that diverged never finished
+    assert _leftovers(tmp_path) == []
+
+
+# --- devices and memory ---------------------------------------------------------------------
+
+
+def test_out_of_memory_at_start_with_checkpoints_on_is_one_line(tmp_path):
+    # 784 x 10**9 float32 weights (3 TB) cannot be allocated anywhere; the failure must surface as
+    # an error at start-up, not as a crash inside the first checkpoint save.
+    directory = tmp_path / "ckpt"
+    code, _, err = _main(["--hidden", str(10**9), "--checkpoint-dir", str(directory)])
+    assert code == 1
+    line = _assert_one_line_error(err)
+    assert "out of memory on cpu" in line and "--hidden" in line
+    assert "--device cpu" not in line  # already on the CPU: no advice to move there
+    assert "kept" not in line  # no epoch finished, so none is claimed to be kept
+    assert checkpoint.latest_checkpoint(directory) is None
+
+
+def _train_subprocess(argv, **env):
+    """(exit code, stdout, stderr) of the CLI in a fresh process: JAX_PLATFORMS is read once."""
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxmnist.train", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_jax_platforms_naming_an_unknown_platform_is_one_line():
+    code, out, err = _train_subprocess(["--no-checkpoint"], JAX_PLATFORMS="nosuchplatform")
+    assert code == 1 and out == ""
+    line = _assert_one_line_error(err)
+    assert "JAX_PLATFORMS=nosuchplatform" in line and "unset JAX_PLATFORMS" in line
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")
+def test_device_gpu_with_jax_platforms_cpu_names_the_variable():
+    code, out, err = _train_subprocess(["--device", "gpu", "--no-checkpoint"], JAX_PLATFORMS="cpu")
+    assert code == 1 and out == ""
+    line = _assert_one_line_error(err)
+    assert "--device gpu" in line and "JAX_PLATFORMS=cpu" in line
+
+
+@pytest.mark.parametrize("text", ["1_0", "\u0661", "1e3", "99999999999999999999999"])
+def test_epochs_takes_plain_decimal_integers_of_sane_size(text):
+    code, _, err = _main(["--epochs", text, *FAST])
+    assert code == 2
+    assert "--epochs" in _assert_one_line_error(err)
