@@ -7,16 +7,26 @@ Layout of a checkpoint directory (one writer at a time):
     ckpt-000007/
         arrays.npz      one .npy entry per pytree leaf, keyed by path ("params/0/W")
         meta.json       {"format", "arrays_sha256", "meta", "sha256" (of the rest)}
-    .tmp-*              debris of a killed writer: never read, removed by the next save
+    .jaxmnist-tmp-*     debris of a killed writer: never read, removed by the next save
 
-A save is complete before it becomes visible: files are fsynced in a `.tmp-` directory, renamed to
-`ckpt-N`, and only then does `LATEST` switch to it with an atomic `os.replace`. A process killed at
-any moment therefore leaves `LATEST` naming either the old or the new checkpoint, both complete.
+A save is complete before it becomes visible: files are fsynced in a temporary directory, renamed
+to `ckpt-N`, and only then does `LATEST` switch to it with an atomic `os.replace`. A process killed
+at any moment therefore leaves `LATEST` naming either the old or the new checkpoint, both complete.
 The pytree structure is never read from the file: `restore_tree` rebuilds it from a template.
+
+The directory may be shared with the user's own files: a save removes only names that this
+module's writer makes, matched in full (`.jaxmnist-tmp-<what>-<pid>-<8 hex digits>`), and
+`ckpt-N` directories older than the ones it keeps.
+
+`meta` is JSON with an `epoch` (an integer from 0, the epochs the arrays have trained) and, when
+present, a `config` object, a `data_fingerprint` string and a `history` list of objects: a resumed
+run trusts these, so both saving and loading check them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -24,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,8 +50,23 @@ FORMAT = 1
 LATEST = "LATEST"
 ARRAYS = "arrays.npz"
 META = "meta.json"
-_VERSION = re.compile(r"ckpt-([0-9]{6,})")
-_TMP = ".tmp-"
+# What the writer names a version, f"ckpt-{n:06d}" for n from 1; nine digits leave room for a
+# billion saves while keeping any name that passes far below every file system's name limit.
+_VERSION = re.compile(r"ckpt-([0-9]{6,9})")
+_MAX_VERSION = 999_999_999
+_TMP = ".jaxmnist-tmp-"
+# Every temporary name the writer makes: a version being written, a version being removed
+# ("old-"), the next LATEST, and ensure_writable's probe; each ends in the writer's pid and a nonce.
+_LEFTOVER = re.compile(
+    re.escape(_TMP)
+    + r"(?:(?P<directory>(?:old-)?(?P<version>ckpt-[0-9]{6,9}))|(?P<file>LATEST|probe))"
+    + r"-[0-9]{1,10}-[0-9a-f]{8}"
+)
+# Epoch numbers are folded into uint32 PRNG keys to pick each epoch's shuffle.
+_MAX_EPOCH = 2**32 - 1
+# Fields of `meta` other than epoch that a resumed run reads, and the JSON type each must have.
+_META_FIELDS = {"config": (dict, "an object"), "data_fingerprint": (str, "a string")}
+_START_OVER = "restore the checkpoint or start over with another --checkpoint-dir"
 
 
 def flatten_tree(tree: Any) -> dict[str, np.ndarray]:
@@ -99,28 +125,39 @@ def save_checkpoint(
     # Serialise first, so an unsupported array or meta value fails before anything touches disk.
     npz = _npz_bytes(arrays)
     doc = _meta_bytes(meta, hashlib.sha256(npz).hexdigest())
+    problem = _meta_problem(json.loads(doc)["meta"])
+    if problem:
+        raise ValueError(f"checkpoint meta {problem}")
     tmp = pointer = final = None
     committed = False
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(root)
         versions = _versions(root)
-        final = root / f"ckpt-{(versions[-1][0] if versions else 0) + 1:06d}"
-        tmp = root / f"{_TMP}{final.name}-{secrets.token_hex(4)}"
-        tmp.mkdir()
+        number = (versions[-1][0] if versions else 0) + 1
+        if number > _MAX_VERSION:
+            raise CheckpointError(
+                f"cannot save checkpoint in {root}: it holds {versions[-1][1].name}, the last "
+                "number this format allows; start over with another --checkpoint-dir"
+            )
+        final = root / f"ckpt-{number:06d}"
+        staging = root / _temporary_name(final.name)
+        staging.mkdir()
+        tmp = staging  # only once created: a path that mkdir found taken is not ours to remove
         _write_synced(tmp / ARRAYS, npz)
         _write_synced(tmp / META, doc)
         _fsync_dir(tmp)
         tmp.rename(final)
         tmp = final  # complete, but not yet committed: still ours to remove on failure
         _fsync_dir(root)
-        pointer = root / f"{_TMP}{LATEST}-{secrets.token_hex(4)}"
-        _write_synced(pointer, f"{final.name}\n".encode())
+        staging = root / _temporary_name(LATEST)
+        _write_synced(staging, f"{final.name}\n".encode())
+        pointer = staging
         os.replace(pointer, root / LATEST)
         committed = True
         _fsync_dir(root)
     except OSError as error:
-        reason = error.strerror or str(error)
+        reason = _write_problem(root, error)
         raise CheckpointError(f"cannot save checkpoint in {root}: {reason}") from error
     finally:
         # Also on KeyboardInterrupt: unless LATEST already names the new checkpoint (the
@@ -128,30 +165,69 @@ def save_checkpoint(
         if not committed and not _latest_names(root, final):
             for path in (tmp, pointer):
                 if path is not None:
-                    _remove(path)
+                    _discard(path)
     try:
         for _, old in _versions(root)[:-keep]:
-            _remove(old)
+            _retire(old)
     except (OSError, CheckpointError):
         pass  # pruning is housekeeping; the new checkpoint is already committed
     return final
 
 
+def ensure_writable(directory: str | os.PathLike) -> None:
+    """Checks now that checkpoints can be written in `directory`, so a run fails before training.
+
+    Creates `directory` (and its parents) if missing, then creates and removes one uniquely named
+    probe file in it; the probe's name is one that `save_checkpoint` removes as debris, should this
+    process die in between. Nothing else in the directory is created, changed or removed.
+
+    Raises CheckpointError with one line naming the path and the fix when the path (or a parent)
+    is a file rather than a directory, the file system is read-only, this user lacks permission,
+    or the system refuses for another reason (a full disk, a name too long). Passing is a check
+    of this moment only: a later save can still fail, and then raises CheckpointError itself.
+    """
+    root = Path(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / _temporary_name("probe")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        # Gone already means a save here cleaned it up, which it may: the write itself succeeded.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+    except OSError as error:
+        reason = _write_problem(root, error)
+        raise CheckpointError(f"cannot write checkpoints in {root}: {reason}") from error
+
+
 def _latest_names(root: Path, version: Path | None) -> bool:
     try:
-        return version is not None and (root / LATEST).read_text().strip() == version.name
-    except (OSError, UnicodeDecodeError):
+        raw = _read_file(root / LATEST, limit=64)
+    except (OSError, CheckpointError):
         return False
+    return version is not None and raw.strip() == version.name.encode()
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The committed checkpoint directory, or None if nothing was ever committed here."""
     root = Path(directory)
+    try:
+        return _latest(root)
+    except OSError as error:
+        raise CheckpointError(_read_problem(root, error)) from error
+
+
+def _latest(root: Path) -> Path | None:
+    kind = _file_type(root)
+    if kind is None:
+        return None
+    if not stat.S_ISDIR(kind):
+        raise CheckpointError(_not_a_directory(root, kind))
     pointer = root / LATEST
     try:
-        raw = pointer.read_bytes()
+        # The writer's pointer is a dozen bytes: reading more could only find it corrupt.
+        raw = _read_file(pointer, limit=64)
     except FileNotFoundError:
-        versions = _versions(root) if root.is_dir() else []
+        versions = _versions(root)
         if versions:
             # Not None: `--resume` must never quietly start over beside real checkpoints.
             raise CheckpointError(
@@ -159,21 +235,31 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
                 f"remove {root} to start over"
             ) from None
         return None
-    except OSError as error:
-        raise CheckpointError(f"{pointer}: cannot read ({error.strerror})") from error
-    name = raw.decode("ascii", errors="replace").strip()
-    if not _VERSION.fullmatch(name):
-        raise CheckpointError(f"{pointer} is corrupt: expected a name like ckpt-000001")
+    try:
+        name = raw.decode("ascii").strip() if len(raw) <= 64 else ""
+    except UnicodeDecodeError:
+        name = ""
+    # Checked before the name is joined to any path: LATEST is input like any other file.
+    if _version_number(name) is None:
+        raise CheckpointError(
+            f"{pointer} is corrupt: it must hold a checkpoint directory's name like ckpt-000001; "
+            "write the newest one's name into it, or start over with another --checkpoint-dir"
+        )
     if not (root / name).is_dir():
-        raise CheckpointError(f"{pointer} names {name}, which does not exist in {root}")
+        raise CheckpointError(
+            f"{pointer} names {name}, which does not exist in {root}; {_START_OVER}"
+        )
     return root / name
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays and meta of the latest committed checkpoint, verified against their hashes."""
     root = Path(directory)
-    if not root.is_dir():
-        raise CheckpointError(f"no checkpoint in {root}: the directory does not exist")
+    try:
+        if _file_type(root) is None:
+            raise CheckpointError(f"no checkpoint in {root}: the directory does not exist")
+    except OSError as error:
+        raise CheckpointError(_read_problem(root, error)) from error
     path = latest_checkpoint(root)
     if path is None:
         raise CheckpointError(f"no checkpoint in {root} (it has no {LATEST} file)")
@@ -181,8 +267,11 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray]
 
 
 def _read_version(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    doc = _read_meta(path / META)
-    data = _read_file(path / ARRAYS)
+    try:
+        doc = _read_meta(path / META)
+        data = _read_file(path / ARRAYS)
+    except OSError as error:
+        raise CheckpointError(_read_problem(path, error)) from error
     if hashlib.sha256(data).hexdigest() != doc["arrays_sha256"]:
         raise CheckpointError(
             f"{path / ARRAYS} is truncated or edited ({len(data)} bytes, sha256 does not match)"
@@ -204,20 +293,61 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path} is not a JSON object")
     for field, kind in [("sha256", str), ("format", int), ("arrays_sha256", str), ("meta", dict)]:
-        if not isinstance(doc.get(field), kind):
+        if not _is_a(doc.get(field), kind):
             raise CheckpointError(f"{path} has no valid {field!r} field")
     if doc["format"] != FORMAT:
         raise CheckpointError(f"{path} has format {doc['format']}; this jaxmnist reads {FORMAT}")
     if doc.pop("sha256") != _digest(doc):
         raise CheckpointError(f"{path} was edited or is corrupt (its sha256 does not match)")
+    # A matching hash proves only that whoever edited the file also recomputed it.
+    problem = _meta_problem(doc["meta"])
+    if problem:
+        raise CheckpointError(f"{path}: meta {problem}; {_START_OVER}")
     return doc
 
 
-def _read_file(path: Path) -> bytes:
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the fields of `meta` that a resumed run relies on, or None."""
+    if "epoch" not in meta:
+        return "has no 'epoch'"
+    epoch = meta["epoch"]
+    if not _is_a(epoch, int) or not 0 <= epoch <= _MAX_EPOCH:
+        return f"'epoch' is {_shown(epoch)}, not an integer from 0 to {_MAX_EPOCH}"
+    for field, (kind, described) in _META_FIELDS.items():
+        if field in meta and not isinstance(meta[field], kind):
+            return f"'{field}' is {_shown(meta[field])}, not {described}"
+    history = meta.get("history", [])
+    if not isinstance(history, list):
+        return f"'history' is {_shown(history)}, not a list"
+    for index, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            return f"'history' entry {index} is {_shown(entry)}, not an object"
+    return None
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    # JSON's true and false load as bool, a subclass of int, yet are no count of anything.
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_file(path: Path, *, limit: int | None = None) -> bytes:
+    """The bytes of regular file `path` (past `limit`, one more at most); OSError as raised."""
+    # Non-blocking, so a FIFO in a checkpoint's place fails the type check instead of hanging.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read ({error.strerror})") from error
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path} is not a regular file; {_START_OVER}")
+        with os.fdopen(fd, "rb") as file:
+            fd = None  # closed by the file object
+            return file.read() if limit is None else file.read(limit + 1)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray | jax.Array]) -> bytes:
@@ -286,19 +416,40 @@ def _like(template: Any, array: np.ndarray) -> Any:
     return array
 
 
+def _version_number(name: str) -> int | None:
+    """n for the writer's own f"ckpt-{n:06d}" (1 <= n <= _MAX_VERSION), else None."""
+    match = _VERSION.fullmatch(name)
+    if match is None:
+        return None
+    number = int(match[1])
+    return number if number >= 1 and name == f"ckpt-{number:06d}" else None
+
+
 def _versions(root: Path) -> list[tuple[int, Path]]:
     try:
-        found = [(_VERSION.fullmatch(p.name), p) for p in root.iterdir() if p.is_dir()]
+        found = [(_version_number(p.name), p) for p in root.iterdir() if p.is_dir()]
     except OSError as error:
-        raise CheckpointError(f"{root}: cannot list ({error.strerror})") from error
-    return sorted((int(match[1]), p) for match, p in found if match)
+        raise CheckpointError(f"{root}: cannot list ({_reason(error)})") from error
+    return sorted((number, p) for number, p in found if number is not None)
+
+
+def _temporary_name(what: str) -> str:
+    # The pid says which process left debris; the nonce keeps two names of one process apart.
+    return f"{_TMP}{what}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+    """Creates `path` with `data`, durably; on failure leaves no file behind."""
+    file = open(path, "xb")  # noqa: SIM115 (a failure here created nothing, so nothing to remove)
+    try:
+        with file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()  # "xb" created it, so it is ours
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -312,21 +463,103 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_leftovers(root: Path) -> None:
     for path in root.iterdir():
-        if path.name.startswith(_TMP):
-            _remove(path)
+        match = _LEFTOVER.fullmatch(path.name)
+        if match is None or (match["version"] and _version_number(match["version"]) is None):
+            continue  # not a name this module makes: the user's, and left alone
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        # A name of ours on the wrong kind of entry was not made by the writer either.
+        if stat.S_ISDIR(mode) if match["directory"] else stat.S_ISREG(mode):
+            _discard(path)
 
 
-def _remove(path: Path) -> None:
-    """Best effort; a directory is renamed to .tmp- first, so it never lingers half-deleted."""
+def _retire(version: Path) -> None:
+    """Removes a ckpt-N directory; renamed first, so it never lingers half-deleted as ckpt-N."""
     try:
-        if path.is_dir() and not path.name.startswith(_TMP):
-            path = path.rename(path.with_name(f"{_TMP}old-{path.name}-{secrets.token_hex(4)}"))
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+        doomed = version.rename(version.with_name(_temporary_name(f"old-{version.name}")))
+    except OSError:
+        return
+    _discard(doomed)
+
+
+def _discard(path: Path) -> None:
+    """Best effort removal of an entry the writer made."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            if _version_number(path.name) is not None:
+                _retire(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _file_type(path: Path) -> int | None:
+    """`path`'s st_mode, None if it does not exist; OSError for other failures."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _blocking_file(root: Path) -> tuple[Path, int] | None:
+    """The nearest of `root` and its parents that exists, with its mode, if not a directory."""
+    for path in (root, *root.parents):
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return None
+        return None if stat.S_ISDIR(mode) else (path, mode)
+    return None
+
+
+def _not_a_directory(path: Path, mode: int, *, subject: str | None = None) -> str:
+    kind = "a file, not a directory" if stat.S_ISREG(mode) else "not a directory"
+    return f"{subject or path} is {kind}: --checkpoint-dir must name a directory"
+
+
+def _write_problem(root: Path, error: OSError) -> str:
+    """Why a write under `root` failed, then the fix: what follows "cannot save ... in {root}: "."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = _blocking_file(root)
+        if blocker is not None:
+            path, mode = blocker
+            return _not_a_directory(path, mode, subject="it" if path == root else None)
+    return _reason(error, writing=True)
+
+
+def _read_problem(root: Path, error: OSError) -> str:
+    """A whole message for a failure to read the checkpoint at `root` (or a file in it)."""
+    if error.errno == errno.ENOTDIR:
+        blocker = _blocking_file(root)
+        if blocker is not None:
+            return _not_a_directory(*blocker)
+    return f"{error.filename or root}: cannot read ({_reason(error)})"
+
+
+def _reason(error: OSError, *, writing: bool = False) -> str:
+    """The system's reason, then the fix: "Read-only file system; remount it ..."."""
+    code = error.errno
+    if code == errno.EROFS:
+        fix = "remount it read-write, or pass a --checkpoint-dir on a writable disk"
+    elif code in (errno.EACCES, errno.EPERM):
+        verb = "write there" if writing else "read it"
+        fix = f"let this user {verb} (chmod/chown), or pass another --checkpoint-dir"
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there, or pass a --checkpoint-dir on another disk"
+    elif code == errno.ENAMETOOLONG:
+        fix = "pass a shorter --checkpoint-dir"
+    elif code == errno.ENOENT and not writing:
+        fix = f"the checkpoint is incomplete: {_START_OVER}"
+    else:
+        fix = "check the disk, or pass another --checkpoint-dir"
+    return f"{error.strerror or _one_line(error)}; {fix}"
 
 
 def _one_line(error: BaseException) -> str:

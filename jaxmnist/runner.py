@@ -68,7 +68,13 @@ class _CheckpointSaver(Callback):
 
 
 def _check_compatible(meta: dict, config: TrainConfig, fingerprint: str, where: Path) -> None:
-    saved = meta.get("config", {})
+    missing = [key for key in ("config", "data_fingerprint") if key not in meta]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {where} has no {' or '.join(missing)} in its meta.json, so this run "
+            "cannot check it is the same training: start anew with another --checkpoint-dir"
+        )
+    saved = meta["config"]
     for name, value in config.to_dict().items():
         if name in RESUMABLE_CHANGES or saved.get(name) == value:
             continue
@@ -126,6 +132,9 @@ def train_and_evaluate(
             )
         arrays, meta = ckpt.load_checkpoint(directory)
         _check_compatible(meta, config, fingerprint, directory)
+        # A fresh run fails at once on an unwritable directory (it saves epoch 0 first); a resumed
+        # one would only find out after training its next epoch.
+        ckpt.ensure_writable(directory)
         template = {"state": state, "data_key": np.asarray(jax.random.key_data(data_key))}
         restored = ckpt.restore_tree(template, arrays)
         state = restored["state"]  # leaves come back as the template's kinds: jax arrays
