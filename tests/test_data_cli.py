@@ -1,6 +1,7 @@
 """Tests for `python -m jaxmnist.data`, in-process: each command, and errors as one clean line."""
 
 import functools
+import os
 import subprocess
 import sys
 
@@ -27,7 +28,7 @@ def tiny_npz(tmp_path, tiny_mnist, mnist_files):
 def _one_line_error(capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and "Traceback" not in captured.err
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("jaxmnist.data: error: ") and captured.err.count("\n") == 1
     return captured.err
 
 
@@ -92,10 +93,25 @@ def test_import_bad_files_end_in_one_line(tmp_path, capsys, content, message):
     assert message in _one_line_error(capsys) and "pwned" not in capsys.readouterr().out
 
 
-def test_usage_errors_exit_2(capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--cache-dir"], "argument --cache-dir: expected one argument"),
+        (["info", "--cache-dir"], "argument --cache-dir: expected one argument"),
+        (["info", "--bogus"], "unrecognized arguments: --bogus"),
+        (["import"], "the following arguments are required: PATH"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as caught:
-        main(["frobnicate"])
-    assert caught.value.code == 2 and "invalid choice" in capsys.readouterr().err
+        main(argv)
+    captured = capsys.readouterr()
+    assert caught.value.code == 2 and captured.out == ""
+    # The same shape as `python -m jaxmnist.train`'s: program, error, the message, --help.
+    assert captured.err.startswith("jaxmnist.data: error: ") and message in captured.err
+    assert captured.err.endswith(" (see --help)\n") and captured.err.count("\n") == 1
 
 
 def test_runs_as_a_module():
@@ -116,3 +132,62 @@ def test_info_reports_a_bad_cache_file_without_deleting_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "mnist.npz" in err
     assert (cache / "mnist.npz").read_bytes() == b"not an npz"
+
+
+@pytest.mark.parametrize("command", [["info"], ["fetch"], ["import", "DATA"]])
+def test_cache_dir_that_is_a_file_is_one_line(
+    tmp_path, tiny_npz, tiny_mnist, capsys, monkeypatch, command
+):
+    expected = fingerprint_of(tiny_mnist)  # so that import gets as far as the cache
+    monkeypatch.setattr(
+        cli, "import_to_cache", functools.partial(import_to_cache, expected=expected)
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"keep")
+    argv = ["--cache-dir", str(blocker), *[str(tiny_npz) if a == "DATA" else a for a in command]]
+    assert main(argv) == 1
+    err = _one_line_error(capsys)
+    assert f"{blocker}: is a file, not a directory" in err and "permission" not in err
+    assert blocker.read_bytes() == b"keep"
+
+
+def _run(module, *args, env_update):
+    env = {k: v for k, v in os.environ.items() if k != "JAXMNIST_DATA"}
+    env.update(env_update)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("jaxmnist.train", ["--device", "cpu", "--no-checkpoint", "--epochs", "1"]),
+        ("jaxmnist.data", ["info"]),
+        ("jaxmnist.data", ["fetch"]),
+    ],
+)
+def test_default_cache_blocked_by_a_file_from_each_entry_point(tmp_path, module, args):
+    """The reported case: `touch $XDG_CACHE_HOME/jaxmnist`, then train. It fails while reading
+    the cache, before any device work or download."""
+    (tmp_path / "jaxmnist").write_bytes(b"keep")
+    result = _run(module, *args, env_update={"XDG_CACHE_HOME": str(tmp_path)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"{module}: error: {tmp_path / 'jaxmnist'}: is a file, not a directory, and the MNIST "
+        "cache needs a directory there; move it away or set XDG_CACHE_HOME to another directory\n"
+    )
+    assert (tmp_path / "jaxmnist").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("args", [["--cache-dir"], ["bogus"]])
+def test_usage_error_from_the_shell_is_one_line(tmp_path, args):
+    result = _run("jaxmnist.data", *args, env_update={"XDG_CACHE_HOME": str(tmp_path)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("jaxmnist.data: error: ") and result.stderr.count("\n") == 1
+    assert "usage:" not in result.stderr

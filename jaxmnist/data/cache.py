@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 
 from jaxmnist.data._reason import reason
 from jaxmnist.data.arrays import Arrays
-from jaxmnist.data.formats import parse_npz
+from jaxmnist.data.formats import Oversized, describe, parse_npz, read_regular
 from jaxmnist.errors import DataError
 
 CACHE_NAME = "mnist.npz"
@@ -30,42 +32,109 @@ def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return directory / CACHE_NAME
 
 
+class CorruptCache(DataError):
+    """The cached file is there and readable but its content is bad: safe to delete and refetch.
+
+    Every other DataError from the cache (permissions, I/O, something not a file in the way)
+    leaves the file alone: deleting what could not be read would not fix the cause.
+    """
+
+
+def relocate_hint(directory: Path) -> str:
+    """How to move the cache, worded to be true for every entry point.
+
+    The default cache is the only one `python -m jaxmnist.train` knows, and it has no
+    --cache-dir: only XDG_CACHE_HOME moves it there. An explicit directory came from the caller.
+    """
+    if directory == default_cache_dir():
+        return "set XDG_CACHE_HOME to another directory"
+    return "choose another cache directory"
+
+
+def check_directory(directory: Path) -> None:
+    """DataError if `directory`, or the nearest existing path above it, is not a directory.
+
+    A file where the cache directory belongs makes every open fail with ENOTDIR, which reads as
+    a permission problem; say what is actually in the way.
+    """
+    for candidate in (directory, *directory.parents):
+        try:
+            mode = candidate.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there, or something further up is in the way: look further up
+        except OSError:
+            return  # cannot look (EACCES, ...): the open that follows reports it
+        if stat.S_ISDIR(mode):
+            return
+        raise DataError(
+            f"{candidate}: is {describe(mode)}, not a directory, and the MNIST cache needs a "
+            f"directory there; move it away or {relocate_hint(directory)}"
+        )
+
+
 def read_cache(path: Path) -> Arrays | None:
-    """The cached arrays, or None when there is no cache file yet; DataError if it is unreadable."""
+    """The cached arrays, or None when there is no cache file yet.
+
+    CorruptCache when the content is bad; DataError, leaving the file alone, when it cannot be
+    read at all.
+    """
+    check_directory(path.parent)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, "move it away, and the next load fetches MNIST again")
     except FileNotFoundError:
         return None
+    except Oversized as error:
+        raise CorruptCache(str(error)) from None
     except OSError as error:
-        raise DataError(
-            f"{path}: cannot read the cache ({reason(error)}); check its permissions"
-        ) from None
-    return parse_npz(data, str(path))
+        if isinstance(error, PermissionError):
+            fix = "make it readable (chmod a+r), or delete it to fetch MNIST again"
+        else:
+            fix = "check the disk, or delete the file to fetch MNIST again"
+        raise DataError(f"{path}: cannot read the cache ({reason(error)}); {fix}") from None
+    try:
+        return parse_npz(data, str(path))
+    except DataError as error:
+        raise CorruptCache(str(error)) from None
 
 
 def discard(path: Path, why: str) -> None:
     """Remove a bad cache entry so it is fetched again, saying so on stderr."""
-    print(f"jaxmnist: discarding the cached {path} ({why}); fetching it again", file=sys.stderr)
     try:
         path.unlink(missing_ok=True)
     except OSError as error:
+        # One line, and no "discarding" notice before it: the file is still there.
         raise DataError(
             f"{path}: the cached file is bad and cannot be removed ({reason(error)}); "
             "delete it by hand"
         ) from None
+    print(f"jaxmnist: discarding the cached {path} ({why}); fetching it again", file=sys.stderr)
 
 
 def check_writable(directory: Path) -> None:
     """Fail before a download, not after it, when the cache directory cannot take a file."""
+    check_directory(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        raise DataError(
-            f"{directory}: the cache directory is not writable ({reason(error)}); fix its "
-            "permissions, or choose another with --cache-dir / XDG_CACHE_HOME"
+        raise _write_error(
+            directory, directory, "the cache directory is not writable", error
         ) from None
+
+
+def _write_error(where: Path, directory: Path, what: str, error: OSError) -> DataError:
+    """One line for a failed write into `directory`, with the fix that matches the errno."""
+    elsewhere = relocate_hint(directory)
+    if error.errno == errno.EROFS:  # no permission change can help here
+        return DataError(f"{where}: {what}: it is on a read-only filesystem; {elsewhere}")
+    if isinstance(error, PermissionError):
+        fix = f"fix the permissions of {directory} or {elsewhere}"
+    elif error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = f"free some space or {elsewhere}"
+    else:
+        fix = elsewhere
+    return DataError(f"{where}: {what} ({reason(error)}); {fix}")
 
 
 def write_cache(path: Path, arrays: Arrays) -> None:
@@ -90,10 +159,7 @@ def write_cache(path: Path, arrays: Arrays) -> None:
         tmp = None
         _fsync_dir(path.parent)
     except OSError as error:
-        raise DataError(
-            f"{path}: cannot write the cache ({reason(error)}); free some space or choose "
-            "another directory with --cache-dir / XDG_CACHE_HOME"
-        ) from None
+        raise _write_error(path, path.parent, "cannot write the cache", error) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -24,8 +24,18 @@ offline? {HOW_TO} and run `import PATH`.
 """
 
 
+PREFIX = "jaxmnist.data"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like `python -m jaxmnist.train`'s (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PREFIX}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m jaxmnist.data",
         description="Fetch, inspect and import the MNIST data set (verified, cached).",
         epilog=_EPILOG,
@@ -84,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             loaded = import_to_cache(args.path, cache_dir=args.cache_dir)
     except JaxmnistError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{PREFIX}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"\n{PREFIX}: interrupted", file=sys.stderr)
         return 130
     print(_summary(loaded))
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -25,17 +27,81 @@ IDX_NAMES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
-# The classic pickle inflates to 220 MB; refuse gzip bombs well before memory runs out.
-_MAX_INFLATED = 512 * 2**20
+# The largest MNIST file in any supported form is the classic pickle, 220 MB once inflated (the
+# npz is 55 MB, the raw IDX images 47 MB). Every reader stops here, so /dev/zero, an endless
+# stream or a gzip bomb ends in a DataError instead of filling memory.
+MAX_BYTES = 512 * 2**20
 HOW_TO = "supply a Keras mnist.npz, the four IDX files (gz or raw) or the classic mnist.pkl.gz"
+_CHUNK = 1 << 20
 
 
-def gunzip(data: bytes, where: str, limit: int = _MAX_INFLATED) -> bytes:
+class Oversized(DataError):
+    """More bytes than any MNIST file holds; the cache treats this as bad content."""
+
+
+def oversized(where: str, size: int | None, fix: str, limit: int = MAX_BYTES) -> Oversized:
+    """The one-line refusal of a file or stream over `limit` (`size` None: not known exactly)."""
+    size_text = f"{_size(size)}, " if size is not None else ""
+    return Oversized(
+        f"{where}: is {size_text}over the {_size(limit)} cap on a data file "
+        f"(no MNIST file is over 220 MB); {fix}"
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.0f} MB" if count >= 2**20 else f"{count} bytes"
+
+
+def describe(mode: int) -> str:
+    """What a stat mode is, in words: 'a file', 'a directory', 'a FIFO (named pipe)', ..."""
+    kinds = (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def read_regular(path: Path, fix: str, limit: int = MAX_BYTES) -> bytes:
+    """All the bytes of the regular file `path`, at most `limit` of them.
+
+    Anything else (a device, a FIFO, a directory) is refused before it is read: DataError ending
+    in `fix`; so is a file over `limit` (Oversized). The OS's own errors come out as OSError, for
+    the caller to word.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: is {describe(mode)}, not a regular file; {fix}")
+    # O_NONBLOCK: should a FIFO take the file's place after the stat, the open must not wait for a
+    # writer; the fstat below then refuses it. It changes nothing for a regular file.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    with open(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb", buffering=0) as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path}: is {describe(info.st_mode)}, not a regular file; {fix}")
+        if info.st_size > limit:
+            raise oversized(str(path), info.st_size, fix, limit)
+        # The first read asks for the whole file and one byte more (usually all of it, no copy);
+        # a file that grows after the fstat still stops at `limit`.
+        chunks, size, want = [], 0, info.st_size + 1
+        while chunk := file.read(want):
+            size += len(chunk)
+            if size > limit:
+                raise oversized(str(path), None, fix, limit)
+            chunks.append(chunk)
+            want = _CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def gunzip(data: bytes, where: str, limit: int = MAX_BYTES) -> bytes:
     """Inflate gzip bytes in memory up to `limit`; DataError if corrupt, truncated or too big."""
     with guarded(where, "corrupt gzip data", HOW_TO):
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         out = inflater.decompress(data, limit)
-        if limit < _MAX_INFLATED:  # a peek at the first bytes only
+        if limit < MAX_BYTES:  # a peek at the first bytes only
             return out
         if inflater.unconsumed_tail:
             raise DataError(f"{where}: inflates to more than {limit >> 20} MB; {HOW_TO}")
@@ -74,7 +140,10 @@ def read_idx_dir(directory: Path) -> Arrays:
     """The four IDX files in `directory`, each raw or gzipped."""
     parts = {}
     for key, stem in IDX_NAMES.items():
-        path = next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
+        # exists(), not is_file(): a FIFO or device under an IDX name is refused by name in
+        # _read, where is_file() would skip it and report the file as missing.
+        candidates = (directory / f"{stem}.gz", directory / stem)
+        path = next((p for p in candidates if _mode(p) is not None), None)
         if path is None:
             raise DataError(f"{directory}: missing {stem}[.gz] (need all four IDX files); {HOW_TO}")
         parts[key] = parse_idx(_read(path), str(path), images=key.endswith("images"))
@@ -91,6 +160,11 @@ def parse_npz(data: bytes, where: str) -> Arrays:
             missing = sorted(set(keys) - set(npz.files))
             if missing:
                 raise DataError(f"{where}: npz lacks {', '.join(missing)}; {HOW_TO}")
+            # A compressed npz is a zip: its members could inflate far past the file's own size.
+            members = npz.zip.infolist()
+            inflated = sum(m.file_size for m in members if m.filename.removesuffix(".npy") in keys)
+            if inflated > MAX_BYTES:
+                raise oversized(f"{where} (inflated)", inflated, HOW_TO, MAX_BYTES)
             x_train, y_train, x_test, y_test = (npz[key] for key in keys)
         return checked_split(x_train, y_train, where, "train"), checked_split(
             x_test, y_test, where, "test"
@@ -139,13 +213,15 @@ def parse_pickle(data: bytes, where: str) -> Arrays:
 def read_path(path: str | Path) -> Arrays:
     """Read MNIST from a file (npz, pickle, gz, or one IDX file: its directory) or a directory."""
     path = Path(path).expanduser()
-    if path.is_dir():
+    mode = _mode(path)
+    if mode is None:
+        raise DataError(f"{path}: no such file or directory; {HOW_TO}")
+    if stat.S_ISDIR(mode):
         for name in ("mnist.npz", "mnist.pkl.gz", "mnist.pkl"):
-            if (path / name).is_file():
+            found = _mode(path / name)
+            if found is not None and not stat.S_ISDIR(found):
                 return read_path(path / name)
         return read_idx_dir(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory; {HOW_TO}")
     data = _read(path)
     # Sniff the content, not the name: users rename files.
     head = gunzip(data, str(path), limit=4) if data[:2] == b"\x1f\x8b" else data[:4]
@@ -158,8 +234,26 @@ def read_path(path: str | Path) -> Arrays:
     raise DataError(f"{path}: not a recognised MNIST file (npz, pickle or IDX); {HOW_TO}")
 
 
+def _mode(path: Path) -> int | None:
+    """The stat mode of `path`, None if nothing is there; DataError if the OS will not say."""
+    try:
+        return path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({reason(error)}); {_os_fix(error)}") from None
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path, HOW_TO)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or directory; {HOW_TO}") from None
     except OSError as error:
-        raise DataError(f"{path}: cannot read ({reason(error)}); check the path") from None
+        raise DataError(f"{path}: cannot read ({reason(error)}); {_os_fix(error)}") from None
+
+
+def _os_fix(error: OSError) -> str:
+    if isinstance(error, PermissionError):
+        return "check its permissions (it must be readable by you)"
+    return "check the path"

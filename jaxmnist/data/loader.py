@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from jaxmnist.data.arrays import MNIST_FINGERPRINT, Arrays, fingerprint_of, verify
-from jaxmnist.data.cache import cache_path, check_writable, discard, read_cache, write_cache
+from jaxmnist.data.cache import (
+    CorruptCache,
+    cache_path,
+    check_writable,
+    discard,
+    read_cache,
+    write_cache,
+)
 from jaxmnist.data.formats import HOW_TO, read_path
 from jaxmnist.data.sources import Source, default_sources
 from jaxmnist.data.transport import NetTransport, Transport
@@ -75,13 +82,15 @@ def load(
 
     cached = cache_path(cache_dir)
     try:
-        arrays = read_cache(cached)
-        if arrays is not None:
-            return Loaded(arrays, str(cached), check(arrays, str(cached)))
-    except DataError as error:
+        loaded = _from_cache(cached, check)
+    except CorruptCache as error:
         if not download:  # a look that may not fetch must not delete either
             raise
-        discard(cached, str(error).removeprefix(f"{cached}: "))
+        # The message's last clause is how a user would fix it; the loader does that itself here.
+        discard(cached, str(error).removeprefix(f"{cached}: ").rsplit("; ", 1)[0])
+    else:
+        if loaded is not None:
+            return loaded
     if not download:
         raise DataError(
             f"{cached}: no MNIST data cached; run `python -m jaxmnist.data fetch`, "
@@ -99,6 +108,22 @@ def load(
     )
     write_cache(cached, arrays)
     return Loaded(arrays, origin, fingerprint_of(arrays))
+
+
+def _from_cache(cached: Path, check: Check) -> Loaded | None:
+    """The cached copy, None if there is none; CorruptCache only when its content is bad.
+
+    A cache that cannot be read (permissions, I/O, a file where its directory belongs) raises a
+    plain DataError, so the loader stops instead of deleting what it never saw.
+    """
+    arrays = read_cache(cached)
+    if arrays is None:
+        return None
+    try:
+        digest = check(arrays, str(cached))
+    except DataError as error:
+        raise CorruptCache(str(error)) from None
+    return Loaded(arrays, str(cached), digest)
 
 
 def import_to_cache(

