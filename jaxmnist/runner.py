@@ -132,9 +132,14 @@ def train_and_evaluate(
             )
         arrays, meta = ckpt.load_checkpoint(directory)
         _check_compatible(meta, config, fingerprint, directory)
-        # A fresh run fails at once on an unwritable directory (it saves epoch 0 first); a resumed
-        # one would only find out after training its next epoch.
-        ckpt.ensure_writable(directory)
+        if meta["epoch"] < config.epochs:
+            # A fresh run fails at once on an unwritable directory (it saves epoch 0 first); a
+            # resumed one would only find out after training its next epoch. A finished run only
+            # evaluates, which a read-only copy allows.
+            try:
+                ckpt.ensure_writable(directory)
+            except CheckpointError as error:
+                raise CheckpointError(f"{error} holding a copy of {directory}") from None
         template = {"state": state, "data_key": np.asarray(jax.random.key_data(data_key))}
         restored = ckpt.restore_tree(template, arrays)
         state = restored["state"]  # leaves come back as the template's kinds: jax arrays

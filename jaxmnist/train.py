@@ -7,6 +7,8 @@ a non-zero exit: 2 for usage, 1 for the rest, 130 for an interruption.
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import math
 import os
@@ -64,9 +66,12 @@ def _integer_in(minimum: int, maximum: int | None, meaning: str):
 
 _positive_int = _integer_in(1, None, "a positive integer")
 _count = _integer_in(0, None, "an integer >= 0")
-# A bound only to catch typos: a million epochs of MNIST is months of CPU time.
+# Bounds only to catch typos, far past any real run: a million epochs of MNIST is months of CPU
+# time, and a hidden layer of 2**24 units needs 50 GB of weights alone.
 MAX_EPOCHS = 1_000_000
+MAX_SIZE = 2**24
 _epochs = _integer_in(1, MAX_EPOCHS, f"a positive integer up to {MAX_EPOCHS}")
+_size = _integer_in(1, MAX_SIZE, f"a positive integer up to {MAX_SIZE}")
 
 
 _seed = _integer_in(0, MAX_SEED, f"an integer in 0..{MAX_SEED}")
@@ -96,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("training (defaults come from the preset)")
     run.add_argument("--epochs", type=_epochs, help="passes over the training set")
-    run.add_argument("--batch-size", type=_positive_int, help="images per step (keras: 128)")
+    run.add_argument("--batch-size", type=_size, help="images per step (keras: 128)")
     run.add_argument(
         "--optimizer",
         choices=CHOICES["optimizer"],
@@ -115,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reshuffle the training set every epoch",
     )
     run.add_argument("--seed", type=_seed, help="root PRNG seed (default 0)")
-    run.add_argument("--hidden", type=_positive_int, help="width of the hidden layer (512)")
+    run.add_argument("--hidden", type=_size, help="width of the hidden layer (512)")
     run.add_argument(
         "--train-samples", type=_count, help="train on the first N images only (0: all 60000)"
     )
@@ -319,65 +324,100 @@ class _StopFlag:
 class _MetricsFile:
     """JSON lines (start, one per epoch, test: the benchmark's protocol) for --metrics-out FILE.
 
-    A regular FILE is written through a temporary file beside it and moved onto FILE when the run
-    finishes, or when it stops early and there was no FILE before: a failed run never replaces an
-    earlier file. A symlink is followed, so the link stays and its target gets the records. A
-    device or pipe (/dev/stdout, a FIFO) cannot be replaced and is written in place, as it goes.
+    A regular FILE (a symlink's target, for a symlink) is written through a temporary file beside
+    it and moved onto it when the run ends, or stops on request; a run that fails moves its records
+    there only if it began training and no file was there before: an earlier file is never
+    replaced by a failed run's records. Anything else is written in place, as the
+    records come: this process's own stdout or stderr (however redirected, so a log is appended
+    to, never truncated or replaced), a device, or a pipe.
     """
 
     def __init__(self, path: str | None):
         from jaxmnist.errors import JaxmnistError, UsageError
 
         self._error = JaxmnistError
-        self.file = None
-        self.temporary = None
+        self.file = self.temporary = None
         if path is None:
             return
         if not path:
             raise UsageError("--metrics-out needs a file name")
-        self.path = Path(path)
+        self.path = path
         try:
             mode = os.stat(path).st_mode  # follows symlinks
         except FileNotFoundError:
             mode = None
         except OSError as error:
             raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
-        if mode is not None and stat.S_ISDIR(mode):
-            raise UsageError(f"--metrics-out {path} is a directory: name a file in it")
         self.existed = mode is not None
         try:
-            if mode is not None and not stat.S_ISREG(mode):
-                self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
-                return
-            target = Path(os.path.realpath(path))
-            self.target = target
-            self.temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
+            if mode is not None and stat.S_ISDIR(mode):
+                raise UsageError(f"--metrics-out {path} is a directory: name a file in it")
+            stream = _standard_stream(path)
+            if stream is not None:
+                self.file = os.fdopen(os.dup(stream.fileno()), "w", encoding="utf-8")
+            elif mode is not None and not stat.S_ISREG(mode):
+                # Non-blocking, so a FIFO nobody reads is refused instead of hanging here.
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                os.set_blocking(fd, True)
+                self.file = os.fdopen(fd, "w", encoding="utf-8")
+            else:
+                target = Path(os.path.realpath(path))
+                self.target = target
+                self.temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+                self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as error:
-            raise UsageError(f"--metrics-out {path}: {error.strerror}") from None
+            raise UsageError(f"--metrics-out {path}: {_open_problem(error)}") from None
 
     def write(self, **record) -> None:
         if self.file:
             try:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()  # whatever was printed before this record stays before it
                 self.file.write(json.dumps(record) + "\n")
                 self.file.flush()
             except OSError as error:
                 raise self._error(f"--metrics-out {self.path}: {error.strerror}") from None
 
-    def finish(self, finished: bool, started: bool) -> None:
-        """Moves the records onto FILE if the run `finished`, or `started` where no FILE was."""
+    def finish(self, failed: bool, started: bool) -> None:
+        """Closes FILE, moving the records onto it as the class says."""
         if not self.file:
             return
         self.file.close()
         if self.temporary is None:
             return
         try:
-            if finished or (started and not self.existed):
+            if not failed or (started and not self.existed):
                 os.replace(self.temporary, self.target)
             else:
                 os.unlink(self.temporary)
         except OSError as error:
             raise self._error(f"--metrics-out {self.path}: {error.strerror}") from None
+
+
+def _standard_stream(path: str):
+    """sys.stdout or sys.stderr if `path` is the file behind it (/dev/stdout, a redirect's file)."""
+    try:
+        named = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            behind = os.fstat(stream.fileno())
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            continue  # replaced by an object without a file descriptor (a test's StringIO)
+        if (behind.st_dev, behind.st_ino) == (named.st_dev, named.st_ino):
+            return stream
+    return None
+
+
+def _open_problem(error: OSError) -> str:
+    if error.errno == errno.ENXIO:
+        return "a pipe that nobody reads; start its reader first"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"{error.strerror}; create its directory first, or name a file in an existing one"
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        return f"{error.strerror}; name a file in a directory you can write"
+    return error.strerror or str(error)
 
 
 def _checkpoint_dir(args: argparse.Namespace, config) -> Path | None:
@@ -398,7 +438,7 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
         raise UsageError(f"{flag} needs checkpoints: drop --no-checkpoint")
     checkpoint_dir = _checkpoint_dir(args, config)
     metrics = _MetricsFile(args.metrics_out)
-    started_training = finished = False
+    started_training, failed = False, True  # failed until it finishes or is stopped on request
     try:
         tune_xla_cpu()
         if not args.no_compile_cache:
@@ -471,35 +511,37 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
         except JaxRuntimeError as error:
             raise _device_failure(error, device, checkpoint_dir) from None
         metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
-        finished = True
+        failed = False
     except Interrupted as interruption:
+        failed = False  # a stop the user asked for: its records are the run's so far
         print(f"\njaxmnist.train: {interruption}; {_resume_hint(checkpoint_dir)}", file=sys.stderr)
         return 128 + (stop.signal or signal.SIGINT)
     finally:
-        metrics.finish(finished, started_training)
+        metrics.finish(failed, started_training)
     print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
 
 
-def _saved(checkpoint_dir: Path | None) -> bool:
-    """Whether `checkpoint_dir` holds a checkpoint to resume from."""
-    from jaxmnist.checkpoint import latest_checkpoint
+def _finished_epochs(checkpoint_dir: Path | None) -> int:
+    """The epoch of the checkpoint in `checkpoint_dir`: 0 for none, or only the initial state."""
+    from jaxmnist.checkpoint import load_checkpoint
     from jaxmnist.errors import CheckpointError
 
     if checkpoint_dir is None:
-        return False
+        return 0
     try:
-        return latest_checkpoint(checkpoint_dir) is not None
+        return load_checkpoint(checkpoint_dir)[1]["epoch"]
     except CheckpointError:
-        return False
+        return 0
 
 
 def _resume_hint(checkpoint_dir: Path | None) -> str:
     if checkpoint_dir is None:
         return "no checkpoints were written (--no-checkpoint)"
-    if _saved(checkpoint_dir):
-        return f"the last finished epoch is in {checkpoint_dir}: add --resume to continue"
-    return "no checkpoint was written yet"
+    epochs = _finished_epochs(checkpoint_dir)
+    if epochs:
+        return f"epoch {epochs}, the last finished, is in {checkpoint_dir}: add --resume to go on"
+    return "no epoch finished yet"
 
 
 def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
@@ -507,9 +549,8 @@ def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
     from jaxmnist.errors import DeviceError
 
     first_line = (str(error).strip().splitlines() or ["unknown error"])[0]
-    kept = (
-        f"; the last finished epoch is kept in {checkpoint_dir}" if _saved(checkpoint_dir) else ""
-    )
+    epochs = _finished_epochs(checkpoint_dir)
+    kept = f"; epoch {epochs}, the last finished, is kept in {checkpoint_dir}" if epochs else ""
     if "RESOURCE_EXHAUSTED" in first_line or "out of memory" in first_line.lower():
         elsewhere = "" if device.platform == "cpu" else ", or use --device cpu"
         return DeviceError(

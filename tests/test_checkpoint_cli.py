@@ -92,9 +92,9 @@ def test_resume_from_resigned_meta_without_what_proves_it_is_the_same_run(traine
     _assert_one_line_failure(result, f"has no {field}", "another --checkpoint-dir")
 
 
-def test_resume_on_an_unwritable_directory_fails_before_training(trained, tmp_path):
-    # Simulated (root ignores permissions): a resumed run checks it can save before it trains.
-    directory = _copy(trained, tmp_path)
+def _resume_read_only(directory, epochs):
+    """Resumes `directory` with --epochs `epochs` in a process where writing there is refused as
+    on a read-only disk (simulated: root ignores permissions)."""
     probe = [
         "import os, runpy, sys",
         "real = os.open",
@@ -106,12 +106,24 @@ def test_resume_on_an_unwritable_directory_fails_before_training(trained, tmp_pa
         f"sys.argv = [{RUNNER!r}, '256', *sys.argv[1:]]",
         f"runpy.run_path({RUNNER!r}, run_name='__main__')",
     ]
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", "\n".join(probe), *FLAGS, "--checkpoint-dir", str(directory)]
-        + ["--epochs", "2", "--resume"],
+        + ["--epochs", str(epochs), "--resume", "--quiet"],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    _assert_one_line_failure(result, "Read-only file system", "--checkpoint-dir")
+
+
+def test_resume_on_an_unwritable_directory_fails_before_training(trained, tmp_path):
+    directory = _copy(trained, tmp_path)
+    result = _resume_read_only(directory, epochs=2)
+    _assert_one_line_failure(result, "Read-only file system", f"holding a copy of {directory}")
     assert checkpoint.load_checkpoint(directory)[1]["epoch"] == 1
+
+
+def test_resume_of_a_finished_run_on_an_unwritable_directory_evaluates(trained, tmp_path):
+    # Nothing is left to train, so nothing will be written: a read-only copy is enough.
+    result = _resume_read_only(_copy(trained, tmp_path), epochs=1)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("test accuracy: ")

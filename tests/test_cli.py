@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import pytest
@@ -249,7 +250,7 @@ def test_metrics_out_into_a_missing_directory(tmp_path):
     code, _, err = _main(["--metrics-out", str(target), "--no-checkpoint", *FAST])
     assert code == 2
     line = _assert_one_line_error(err)
-    assert "--metrics-out" in line and str(target) in line
+    assert "--metrics-out" in line and str(target) in line and "create its directory" in line
 
 
 def test_batch_size_larger_than_a_small_training_set_exits_2(tmp_path):
@@ -437,12 +438,28 @@ def test_a_run_that_fails_while_training_writes_its_records_where_no_file_was(tm
 
 
 def test_out_of_memory_at_start_with_checkpoints_on_is_one_line(tmp_path):
-    # 784 x 10**9 float32 weights (3 TB) cannot be allocated anywhere; the failure must surface as
-    # an error at start-up, not as a crash inside the first checkpoint save.
+    # 784 x 10**7 float32 weights are 31 GB, over the 16 GiB of address space the child may use:
+    # the allocation fails after the call that asked for it returned, and the first read of the
+    # weights (the epoch-0 checkpoint) used to abort the process instead of raising.
+    runner = str(Path(__file__).with_name("_synthetic_run.py"))
+    limited = "\n".join(
+        [
+            "import resource, runpy, sys",
+            "resource.setrlimit(resource.RLIMIT_AS, (16 * 2**30, 16 * 2**30))",
+            f"sys.argv = [{runner!r}, *sys.argv[1:]]",
+            f"runpy.run_path({runner!r}, run_name='__main__')",
+        ]
+    )
     directory = tmp_path / "ckpt"
-    code, _, err = _main(["--hidden", str(10**9), "--checkpoint-dir", str(directory)])
-    assert code == 1
-    line = _assert_one_line_error(err)
+    result = subprocess.run(
+        [sys.executable, "-c", limited, "512", "--hidden", str(10**7), "--no-compile-cache"]
+        + ["--checkpoint-dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr[-500:]
+    line = _assert_one_line_error(result.stderr)
     assert "out of memory on cpu" in line and "--hidden" in line
     assert "--device cpu" not in line  # already on the CPU: no advice to move there
     assert "kept" not in line  # no epoch finished, so none is claimed to be kept
@@ -481,3 +498,59 @@ def test_epochs_takes_plain_decimal_integers_of_sane_size(text):
     code, _, err = _main(["--epochs", text, *FAST])
     assert code == 2
     assert "--epochs" in _assert_one_line_error(err)
+
+
+def test_an_interrupted_run_writes_its_records_over_an_earlier_file(tmp_path, monkeypatch):
+    # A stop the user asked for is not a failure: the records so far are this run's output.
+    import jaxmnist.runner
+    from jaxmnist.engine import EpochResult
+    from jaxmnist.errors import Interrupted
+
+    def one_epoch_then_stopped(config, data, *, callbacks, **kwargs):
+        for callback in callbacks:
+            callback.on_epoch_begin(1, 4)
+            callback.on_epoch_end(EpochResult(1, 0.5, 0.8, 0.1, [0.5] * 4), None)
+        raise Interrupted(2, 1)
+
+    monkeypatch.setattr(jaxmnist.runner, "train_and_evaluate", one_epoch_then_stopped)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("earlier run\n")
+    code, _, err = _main(["--metrics-out", str(metrics), "--no-checkpoint", "--quiet", *FAST])
+    assert code == 130 and "interrupted in epoch 2" in err
+    events = [json.loads(line)["event"] for line in metrics.read_text().splitlines()]
+    assert events == ["start", "epoch"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_metrics_out_to_stdout_redirected_to_a_log_appends_to_it(tmp_path):
+    # /dev/stdout then names the log itself: replacing or truncating it would lose the log.
+    log = tmp_path / "log.txt"
+    log.write_text("earlier log\n")
+    runner = str(Path(__file__).with_name("_synthetic_run.py"))
+    argv = ["512", "--no-checkpoint", "--metrics-out", "/dev/stdout", "--quiet", *FAST]
+    with open(log, "a") as stdout:
+        result = subprocess.run(
+            [sys.executable, runner, *argv], stdout=stdout, stderr=subprocess.PIPE, timeout=300
+        )
+    assert result.returncode == 0, result.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == "earlier log"
+    events = [json.loads(line)["event"] for line in lines[1:-1]]
+    assert events[0] == "start" and events[-1] == "test" and "epoch" in events
+    assert TEST_LINE.match(lines[-1])
+    assert _leftovers(tmp_path) == []
+
+
+def test_metrics_out_to_a_pipe_nobody_reads_is_refused_not_waited_on(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    runner = str(Path(__file__).with_name("_synthetic_run.py"))
+    result = subprocess.run(
+        [sys.executable, runner, "512", "--no-checkpoint", "--metrics-out", str(pipe), *FAST],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a regression would block in open() until this kills it
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    line = _assert_one_line_error(result.stderr)
+    assert "a pipe that nobody reads" in line and str(pipe) in line

@@ -238,6 +238,20 @@ def test_a_directory_named_like_the_cache_file_is_kept(xdg):
     assert (path / "inside").is_dir()
 
 
+def test_writing_over_a_directory_named_like_the_cache_file_names_it(tmp_path, tiny_mnist):
+    # (fetch and import write without reading first.) The message names the directory in the
+    # way, not the temporary file that os.replace would have complained about.
+    path = tmp_path / "mnist.npz"
+    (path / "inside").mkdir(parents=True)
+    with pytest.raises(DataError) as caught:
+        write_cache(path, tiny_mnist)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: is a directory, not a regular file")
+    assert ".tmp" not in message
+    assert (path / "inside").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.npz"]
+
+
 def test_an_oversized_cache_file_is_bad_content_and_replaced(xdg, tiny_mnist, mnist_files, capsys):
     path = cache.cache_path()
     path.parent.mkdir()

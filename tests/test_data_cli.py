@@ -102,6 +102,9 @@ def test_import_bad_files_end_in_one_line(tmp_path, capsys, content, message):
         (["info", "--bogus"], "unrecognized arguments: --bogus"),
         (["import"], "the following arguments are required: PATH"),
         ([], "the following arguments are required: COMMAND"),
+        (["--data-dir", "", "info"], "argument --data-dir: expected a path"),
+        (["info", "--cache-dir", ""], "argument --cache-dir: expected a path"),
+        (["import", ""], "argument PATH: expected a path"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):

@@ -145,6 +145,16 @@ def write_cache(path: Path, arrays: Arrays) -> None:
     """
     (x_train, y_train), (x_test, y_test) = arrays
     check_writable(path.parent)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None  # nothing there yet (the usual case), or the write below reports it
+    if mode is not None and not stat.S_ISREG(mode):
+        # os.replace would fail on it with a message naming our temporary file instead.
+        raise DataError(
+            f"{path}: is {describe(mode)}, not a regular file, where the cache file belongs; "
+            f"move it away or {relocate_hint(path.parent)}"
+        )
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -34,6 +34,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PREFIX}: error: {message} (see --help)\n")
 
 
+def _path(text: str) -> str:
+    # An empty value is most likely an unset shell variable; it must not mean "here" or "default".
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m jaxmnist.data",
@@ -42,10 +49,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--cache-dir", help=f"cache directory (default: {default_cache_dir()})", metavar="DIR"
+        "--cache-dir",
+        type=_path,
+        help=f"cache directory (default: {default_cache_dir()})",
+        metavar="DIR",
     )
     parser.add_argument(
         "--data-dir",
+        type=_path,
         help=f"read MNIST from this file or directory (else ${ENV_VAR})",
         metavar="PATH",
     )
@@ -56,11 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="where the data is, its fingerprint, class counts")
     info.add_argument("--no-verify", action="store_true", help="report even if not standard MNIST")
     imp = commands.add_parser("import", help="copy MNIST you already have into the cache")
-    imp.add_argument("path", metavar="PATH", help="mnist.npz, mnist.pkl.gz, or a directory of IDX")
+    imp.add_argument(
+        "path", type=_path, metavar="PATH", help="mnist.npz, mnist.pkl.gz, or a directory of IDX"
+    )
     for sub in (fetch, info, imp):
         # Accepted after the command too; SUPPRESS keeps a value given before it.
-        sub.add_argument("--cache-dir", default=argparse.SUPPRESS, metavar="DIR")
-        sub.add_argument("--data-dir", default=argparse.SUPPRESS, metavar="PATH")
+        sub.add_argument("--cache-dir", type=_path, default=argparse.SUPPRESS, metavar="DIR")
+        sub.add_argument("--data-dir", type=_path, default=argparse.SUPPRESS, metavar="PATH")
     return parser
 
 
