@@ -18,6 +18,8 @@ import stat
 import sys
 from pathlib import Path
 
+from jaxmnist._cli import OneLineParser, path
+
 # The preset and choice tables import nothing heavy, so `--help` and flag errors stay fast.
 CHOICES = {
     "preset": ("keras", "naive"),
@@ -44,11 +46,6 @@ A checkpoint is written after every epoch; Ctrl-C stops cleanly and --resume con
 
 
 MAX_SEED = 2**32 - 1  # jax.random.key takes a 32-bit seed without wrapping
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + message
-        self.exit(2, f"jaxmnist.train: error: {message} (see --help)\n")
 
 
 def _integer_in(minimum: int, maximum: int | None, meaning: str):
@@ -88,7 +85,8 @@ def _learning_rate(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
+        prefix="jaxmnist.train",
         prog="python -m jaxmnist.train",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -152,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("data, checkpoints and output")
     out.add_argument(
         "--data-dir",
+        type=path,
         help="MNIST file or directory (npz, IDX, mnist.pkl.gz); "
         "default: $JAXMNIST_DATA, then the cache, then download",
     )
     out.add_argument(
-        "--checkpoint-dir", help="where checkpoints go (default: runs/<preset>-seed<seed>)"
+        "--checkpoint-dir",
+        type=path,
+        help="where checkpoints go (default: runs/<preset>-seed<seed>)",
     )
     out.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
     out.add_argument(
@@ -170,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the loss of every Nth batch (naive: 100, keras: 0 = off)",
     )
     out.add_argument("--quiet", action="store_true", help="print only the test accuracy")
-    out.add_argument("--metrics-out", metavar="FILE", help="write JSON-lines metrics to FILE")
+    out.add_argument(
+        "--metrics-out", type=path, metavar="FILE", help="write JSON-lines metrics to FILE"
+    )
     return p
 
 
@@ -327,9 +330,9 @@ class _MetricsFile:
     A regular FILE (a symlink's target, for a symlink) is written through a temporary file beside
     it and moved onto it when the run ends, or stops on request; a run that fails moves its records
     there only if it began training and no file was there before: an earlier file is never
-    replaced by a failed run's records. Anything else is written in place, as the
-    records come: this process's own stdout or stderr (however redirected, so a log is appended
-    to, never truncated or replaced), a device, or a pipe.
+    replaced by a failed run's records. Anything else is written in place, as the records come:
+    this process's own stdout or stderr (however redirected, so a log is appended to, never
+    truncated or replaced), a device, or a pipe.
     """
 
     def __init__(self, path: str | None):
@@ -339,8 +342,6 @@ class _MetricsFile:
         self.file = self.temporary = None
         if path is None:
             return
-        if not path:
-            raise UsageError("--metrics-out needs a file name")
         self.path = path
         try:
             mode = os.stat(path).st_mode  # follows symlinks
@@ -430,9 +431,6 @@ def _run(args: argparse.Namespace, stop: _StopFlag) -> int:
     from jaxmnist.errors import Interrupted, UsageError
 
     config = config_from_args(args)
-    for flag, value in (("--checkpoint-dir", args.checkpoint_dir), ("--data-dir", args.data_dir)):
-        if value == "":  # an unset shell variable, most likely; not "use the default"
-            raise UsageError(f"{flag} is empty: give a path, or leave the flag out")
     if args.no_checkpoint and (args.resume or args.checkpoint_dir):
         flag = "--resume" if args.resume else "--checkpoint-dir"
         raise UsageError(f"{flag} needs checkpoints: drop --no-checkpoint")
@@ -548,16 +546,16 @@ def _device_failure(error: Exception, device, checkpoint_dir) -> Exception:
     """One line for an error the device raised while training."""
     from jaxmnist.errors import DeviceError
 
-    first_line = (str(error).strip().splitlines() or ["unknown error"])[0]
+    first_line = _first_line(error)
     epochs = _finished_epochs(checkpoint_dir)
     kept = f"; epoch {epochs}, the last finished, is kept in {checkpoint_dir}" if epochs else ""
     if "RESOURCE_EXHAUSTED" in first_line or "out of memory" in first_line.lower():
         elsewhere = "" if device.platform == "cpu" else ", or use --device cpu"
         return DeviceError(
-            f"out of memory on {device.platform} ({first_line[:120]}): lower --batch-size or "
-            f"--hidden{elsewhere}{kept}"
+            f"out of memory on {device.platform} ({_first_line(error, 120)}): "
+            f"lower --batch-size or --hidden{elsewhere}{kept}"
         )
-    return DeviceError(f"{device.platform} failed while training: {first_line[:200]}{kept}")
+    return DeviceError(f"{device.platform} failed while training: {first_line}{kept}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jaxmnist._cli import OneLineParser, path
 from jaxmnist.data.arrays import MNIST_FINGERPRINT, class_counts
 from jaxmnist.data.cache import default_cache_dir
 from jaxmnist.data.formats import HOW_TO
@@ -27,22 +28,9 @@ offline? {HOW_TO} and run `import PATH`.
 PREFIX = "jaxmnist.data"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line, like `python -m jaxmnist.train`'s (subcommands inherit it)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{PREFIX}: error: {message} (see --help)\n")
-
-
-def _path(text: str) -> str:
-    # An empty value is most likely an unset shell variable; it must not mean "here" or "default".
-    if not text:
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
+        prefix=PREFIX,
         prog="python -m jaxmnist.data",
         description="Fetch, inspect and import the MNIST data set (verified, cached).",
         epilog=_EPILOG,
@@ -50,13 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-dir",
-        type=_path,
+        type=path,
         help=f"cache directory (default: {default_cache_dir()})",
         metavar="DIR",
     )
     parser.add_argument(
         "--data-dir",
-        type=_path,
+        type=path,
         help=f"read MNIST from this file or directory (else ${ENV_VAR})",
         metavar="PATH",
     )
@@ -68,12 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--no-verify", action="store_true", help="report even if not standard MNIST")
     imp = commands.add_parser("import", help="copy MNIST you already have into the cache")
     imp.add_argument(
-        "path", type=_path, metavar="PATH", help="mnist.npz, mnist.pkl.gz, or a directory of IDX"
+        "path", type=path, metavar="PATH", help="mnist.npz, mnist.pkl.gz, or a directory of IDX"
     )
     for sub in (fetch, info, imp):
         # Accepted after the command too; SUPPRESS keeps a value given before it.
-        sub.add_argument("--cache-dir", type=_path, default=argparse.SUPPRESS, metavar="DIR")
-        sub.add_argument("--data-dir", type=_path, default=argparse.SUPPRESS, metavar="PATH")
+        sub.add_argument("--cache-dir", type=path, default=argparse.SUPPRESS, metavar="DIR")
+        sub.add_argument("--data-dir", type=path, default=argparse.SUPPRESS, metavar="PATH")
     return parser
 
 
