@@ -1,4 +1,8 @@
-"""The project's error types: each one carries a single line that names the problem and the fix."""
+"""The project's error types, each carrying one line that names the problem and the fix.
+
+Library code names its arguments in backticks (`batch_size`, `checkpoint_dir`); the command lines
+print the same messages with their flags in place of those names (`--batch-size`).
+"""
 
 
 class JaxmnistError(Exception):
@@ -8,7 +12,7 @@ class JaxmnistError(Exception):
 
 
 class UsageError(JaxmnistError):
-    """A bad flag or setting (argparse-style, exit 2)."""
+    """A bad argument, flag or setting (argparse-style, exit 2)."""
 
     exit_code = 2
 
@@ -36,3 +40,20 @@ class Interrupted(Exception):  # noqa: N818 (a stop the user asked for, not an e
         where = f"in epoch {epoch} at step {step}" if step else f"before epoch {epoch}"
         super().__init__(f"interrupted {where}")
         self.epoch, self.step = epoch, step
+
+
+def one_line(error: BaseException | str, limit: int = 200, *, with_type: bool = False) -> str:
+    """The first line of an error's message, whitespace collapsed and cut at `limit` characters.
+
+    Errors from jax, zipfile or the OS can run to pages; a user-facing message quotes one line.
+    `with_type` prefixes the exception's type (`ValueError: ...`), for errors from parsers whose
+    message alone says little.
+    """
+    text = str(error).strip()
+    line = " ".join(text.splitlines()[0].split()) if text else ""
+    if isinstance(error, BaseException):
+        if not line:
+            line = type(error).__name__ if not with_type else "no details"
+        if with_type:
+            line = f"{type(error).__name__}: {line}"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
