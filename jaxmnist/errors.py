@@ -29,6 +29,10 @@ class DeviceError(JaxmnistError):
     """The requested device is missing or failed (no GPU, out of memory, driver)."""
 
 
+class ImageError(JaxmnistError):
+    """A user's image could not be read, is too large to decode safely, or shows no digit."""
+
+
 class TrainingDiverged(JaxmnistError):
     """The loss became NaN or Inf."""
 
