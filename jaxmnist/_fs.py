@@ -63,10 +63,18 @@ def read_regular(path: str | os.PathLike, *, limit: int | None = None) -> bytes:
     """
     # O_NONBLOCK: a FIFO in the file's place must not wait for a writer; fstat then refuses it.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
-    with open(os.open(path, flags), "rb", buffering=0) as file:
-        info = os.fstat(file.fileno())
+    fd = os.open(path, flags)
+    try:
+        # Checked on the descriptor before wrapping it: open() itself refuses a directory with
+        # an error that names the descriptor, not the path.
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(path, info.st_mode)
+        file = open(fd, "rb", buffering=0)  # noqa: SIM115 (closed by the with below)
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
         if limit is not None and info.st_size > limit:
             raise TooLarge(path, info.st_size, limit)
         # The first read asks for the whole file and one byte more (usually all of it, no copy);

@@ -58,8 +58,10 @@ def test_failure_mid_write_leaves_the_old_file_and_no_partial(
     with pytest.raises(DataError if isinstance(failure, OSError) else KeyboardInterrupt) as caught:
         write_cache(path, tiny_mnist)
     if isinstance(failure, OSError):
-        assert str(caught.value).startswith(f"{path}: cannot write the cache (OSError")
-        assert str(caught.value).endswith("; free some space or choose another cache directory")
+        assert str(caught.value) == (
+            f"{path}: cannot write the cache: No space left on device; free some space there, "
+            "or choose another cache directory"
+        )
     assert path.read_bytes() == b"previous"
     assert os.listdir(tmp_path) == ["mnist.npz"]
 
@@ -78,8 +80,8 @@ def test_unwritable_cache_fails_before_download(tmp_path, monkeypatch, tiny_mnis
 
     with pytest.raises(
         DataError,
-        match=r"ro: the cache directory is not writable \(PermissionError.*\); fix the "
-        r"permissions of .*ro or choose another cache directory$",
+        match=r"ro: the cache directory is not writable: Permission denied; let this user write "
+        r"there \(chmod/chown\), or choose another cache directory$",
     ):
         load(cache_dir=tmp_path / "ro", transport=MustNotDownload())
 
@@ -166,10 +168,10 @@ def test_a_file_where_an_explicit_cache_directory_belongs(tmp_path, xdg, tiny_mn
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (OSError(errno.EROFS, "Read-only file system"), "it is on a read-only filesystem; "),
-        (PermissionError(errno.EACCES, "Permission denied"), "fix the permissions of "),
-        (OSError(errno.ENOSPC, "No space left on device"), "free some space or "),
-        (OSError(errno.EIO, "Input/output error"), "(OSError: [Errno 5] Input/output error); "),
+        (OSError(errno.EROFS, "Read-only file system"), ": Read-only file system; remount it "),
+        (PermissionError(errno.EACCES, "Permission denied"), ": Permission denied; let this "),
+        (OSError(errno.ENOSPC, "No space left on device"), "; free some space there, or "),
+        (OSError(errno.EIO, "Input/output error"), ": Input/output error; check the disk, or "),
     ],
 )
 @pytest.mark.parametrize("step", ["check", "write"])
@@ -179,7 +181,10 @@ def test_write_failures_name_the_fix_for_the_default_cache(
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(cache.tempfile, "TemporaryFile" if step == "check" else "mkstemp", fail)
+    if step == "check":
+        monkeypatch.setattr(cache.tempfile, "TemporaryFile", fail)
+    else:
+        monkeypatch.setattr(cache, "AtomicFile", fail)
     with pytest.raises(DataError) as caught:
         write_cache(cache.cache_path(), tiny_mnist)
     message = str(caught.value)
@@ -193,8 +198,8 @@ def test_write_failures_name_the_fix_for_the_default_cache(
 @pytest.mark.parametrize(
     ("error", "fix"),
     [
-        (PermissionError(errno.EACCES, "Permission denied"), "make it readable (chmod a+r)"),
-        (PermissionError(errno.EPERM, "Operation not permitted"), "make it readable (chmod a+r)"),
+        (PermissionError(errno.EACCES, "Permission denied"), "let this user read it (chmod/chown)"),
+        (PermissionError(errno.EPERM, "Operation not permitted"), "let this user read it"),
         (OSError(errno.EIO, "Input/output error"), "check the disk"),
     ],
 )
@@ -206,13 +211,13 @@ def test_an_unreadable_cache_is_kept_and_named(xdg, monkeypatch, capsys, error, 
     def refuse(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(cache, "read_regular", refuse)
+    monkeypatch.setattr(cache, "read_data", refuse)
     for download in (True, False):
         with pytest.raises(DataError) as caught:
             load(download=download, transport=MustNotDownload())
         message = str(caught.value)
-        assert message.startswith(f"{path}: cannot read the cache ({type(error).__name__}")
-        assert fix in message
+        assert message.startswith(f"{path}: cannot read the cache: {error.strerror}; ")
+        assert fix in message and message.endswith(", or delete it to fetch MNIST again")
     assert "discarding" not in capsys.readouterr().err
     assert path.read_bytes() == b"possibly fine, but unreadable"
 
@@ -223,7 +228,7 @@ def test_an_unreadable_cache_is_kept_for_real(xdg, tiny_mnist):
     write_cache(path, tiny_mnist)
     path.chmod(0)
     try:
-        with pytest.raises(DataError, match=r"cannot read the cache \(PermissionError"):
+        with pytest.raises(DataError, match=r"cannot read the cache: Permission denied; "):
             load(transport=MustNotDownload())
         assert path.exists()
     finally:

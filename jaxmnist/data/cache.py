@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import stat
 import sys
@@ -12,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist.data._reason import reason
+from jaxmnist._fs import AtomicFile, blocking_file, cache_home, describe, os_problem
 from jaxmnist.data.arrays import Arrays
-from jaxmnist.data.formats import Oversized, describe, parse_npz, read_regular
-from jaxmnist.errors import DataError
+from jaxmnist.data.formats import Oversized, parse_npz, read_data
+from jaxmnist.errors import DataError, one_line
 
 CACHE_NAME = "mnist.npz"
 
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/jaxmnist`, or `~/.cache/jaxmnist`."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "jaxmnist"
+    return cache_home() / "jaxmnist"
 
 
 def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -57,15 +54,9 @@ def check_directory(directory: Path) -> None:
     A file where the cache directory belongs makes every open fail with ENOTDIR, which reads as
     a permission problem; say what is actually in the way.
     """
-    for candidate in (directory, *directory.parents):
-        try:
-            mode = candidate.stat().st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # not there, or something further up is in the way: look further up
-        except OSError:
-            return  # cannot look (EACCES, ...): the open that follows reports it
-        if stat.S_ISDIR(mode):
-            return
+    blocker = blocking_file(directory)
+    if blocker is not None:
+        candidate, mode = blocker
         raise DataError(
             f"{candidate}: is {describe(mode)}, not a directory, and the MNIST cache needs a "
             f"directory there; move it away or {relocate_hint(directory)}"
@@ -80,17 +71,14 @@ def read_cache(path: Path) -> Arrays | None:
     """
     check_directory(path.parent)
     try:
-        data = read_regular(path, "move it away, and the next load fetches MNIST again")
+        data = read_data(path, "move it away, and the next load fetches MNIST again")
     except FileNotFoundError:
         return None
     except Oversized as error:
         raise CorruptCache(str(error)) from None
     except OSError as error:
-        if isinstance(error, PermissionError):
-            fix = "make it readable (chmod a+r), or delete it to fetch MNIST again"
-        else:
-            fix = "check the disk, or delete the file to fetch MNIST again"
-        raise DataError(f"{path}: cannot read the cache ({reason(error)}); {fix}") from None
+        problem = os_problem(error, elsewhere="delete it to fetch MNIST again", writing=False)
+        raise DataError(f"{path}: cannot read the cache: {problem}") from None
     try:
         return parse_npz(data, str(path))
     except DataError as error:
@@ -103,9 +91,9 @@ def discard(path: Path, why: str) -> None:
         path.unlink(missing_ok=True)
     except OSError as error:
         # One line, and no "discarding" notice before it: the file is still there.
+        why_not = one_line(error, with_type=True)
         raise DataError(
-            f"{path}: the cached file is bad and cannot be removed ({reason(error)}); "
-            "delete it by hand"
+            f"{path}: the cached file is bad and cannot be removed ({why_not}); delete it by hand"
         ) from None
     print(f"jaxmnist: discarding the cached {path} ({why}); fetching it again", file=sys.stderr)
 
@@ -124,24 +112,15 @@ def check_writable(directory: Path) -> None:
 
 
 def _write_error(where: Path, directory: Path, what: str, error: OSError) -> DataError:
-    """One line for a failed write into `directory`, with the fix that matches the errno."""
-    elsewhere = relocate_hint(directory)
-    if error.errno == errno.EROFS:  # no permission change can help here
-        return DataError(f"{where}: {what}: it is on a read-only filesystem; {elsewhere}")
-    if isinstance(error, PermissionError):
-        fix = f"fix the permissions of {directory} or {elsewhere}"
-    elif error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        fix = f"free some space or {elsewhere}"
-    else:
-        fix = elsewhere
-    return DataError(f"{where}: {what} ({reason(error)}); {fix}")
+    """One line for a failed write into `directory`: the system's reason, then the fix."""
+    return DataError(f"{where}: {what}: {os_problem(error, elsewhere=relocate_hint(directory))}")
 
 
 def write_cache(path: Path, arrays: Arrays) -> None:
-    """Write `arrays` to `path` atomically: a temp file beside it, fsync, then os.replace.
+    """Write `arrays` to `path` atomically (readable by all: the cache holds public data).
 
     A crash or Ctrl-C at any moment leaves either the old file or the new one, never a partial
-    file under the real name; the temporary name (`.mnist.npz.*.tmp`) never looks complete.
+    file under the real name.
     """
     (x_train, y_train), (x_test, y_test) = arrays
     check_writable(path.parent)
@@ -155,32 +134,9 @@ def write_cache(path: Path, arrays: Arrays) -> None:
             f"{path}: is {describe(mode)}, not a regular file, where the cache file belongs; "
             f"move it away or {relocate_hint(path.parent)}"
         )
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        # mkstemp makes the file private (0600); the cache holds public data, readable by all.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as file:
+        with AtomicFile(path, mode=0o644) as atomic:
             # Uncompressed: 55 MB reads back in tens of milliseconds.
-            np.savez(file, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+            np.savez(atomic.file, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     except OSError as error:
         raise _write_error(path, path.parent, "cannot write the cache", error) from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

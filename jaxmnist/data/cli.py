@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from jaxmnist._cli import OneLineParser, path
+from jaxmnist._cli import OneLineParser, path, run_main
 from jaxmnist.data.arrays import MNIST_FINGERPRINT, class_counts
 from jaxmnist.data.cache import default_cache_dir
 from jaxmnist.data.formats import HOW_TO
 from jaxmnist.data.loader import ENV_VAR, Loaded, import_to_cache, load
-from jaxmnist.errors import JaxmnistError
 
 _EPILOG = f"""\
 where the data comes from, in order:
@@ -83,22 +81,19 @@ def _summary(loaded: Loaded) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors are one line on stderr and a non-zero exit, never a traceback."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "fetch" and args.data_dir:
-            loaded = import_to_cache(args.data_dir, cache_dir=args.cache_dir)
-        elif args.command == "fetch":
-            loaded = load(cache_dir=args.cache_dir)
-        elif args.command == "info":
-            loaded = load(
-                args.data_dir, cache_dir=args.cache_dir, verify=not args.no_verify, download=False
-            )
-        else:
-            loaded = import_to_cache(args.path, cache_dir=args.cache_dir)
-    except JaxmnistError as error:
-        print(f"{PREFIX}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(f"\n{PREFIX}: interrupted", file=sys.stderr)
-        return 130
+    return run_main(PREFIX, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "fetch" and args.data_dir:
+        loaded = import_to_cache(args.data_dir, cache_dir=args.cache_dir)
+    elif args.command == "fetch":
+        loaded = load(cache_dir=args.cache_dir)
+    elif args.command == "info":
+        loaded = load(
+            args.data_dir, cache_dir=args.cache_dir, verify=not args.no_verify, download=False
+        )
+    else:
+        loaded = import_to_cache(args.path, cache_dir=args.cache_dir)
     print(_summary(loaded))
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmnist.data._reason import guarded, reason
+from jaxmnist._fs import NotRegularFile, TooLarge, describe, os_problem, read_regular
+from jaxmnist.data._reason import guarded
 from jaxmnist.data.arrays import Arrays, checked_split
 from jaxmnist.data.safe_pickle import safe_loads
 from jaxmnist.errors import DataError
@@ -32,7 +33,6 @@ _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 # stream or a gzip bomb ends in a DataError instead of filling memory.
 MAX_BYTES = 512 * 2**20
 HOW_TO = "supply a Keras mnist.npz, the four IDX files (gz or raw) or the classic mnist.pkl.gz"
-_CHUNK = 1 << 20
 
 
 class Oversized(DataError):
@@ -52,48 +52,33 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.0f} MB" if count >= 2**20 else f"{count} bytes"
 
 
-def describe(mode: int) -> str:
-    """What a stat mode is, in words: 'a file', 'a directory', 'a FIFO (named pipe)', ..."""
-    kinds = (
-        (stat.S_ISREG, "a file"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a file")
-
-
-def read_regular(path: Path, fix: str, limit: int = MAX_BYTES) -> bytes:
+def read_data(path: Path, fix: str, limit: int = MAX_BYTES) -> bytes:
     """All the bytes of the regular file `path`, at most `limit` of them.
 
     Anything else (a device, a FIFO, a directory) is refused before it is read: DataError ending
     in `fix`; so is a file over `limit` (Oversized). The OS's own errors come out as OSError, for
     the caller to word.
     """
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: is {describe(mode)}, not a regular file; {fix}")
-    # O_NONBLOCK: should a FIFO take the file's place after the stat, the open must not wait for a
-    # writer; the fstat below then refuses it. It changes nothing for a regular file.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    with open(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb", buffering=0) as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise DataError(f"{path}: is {describe(info.st_mode)}, not a regular file; {fix}")
-        if info.st_size > limit:
-            raise oversized(str(path), info.st_size, fix, limit)
-        # The first read asks for the whole file and one byte more (usually all of it, no copy);
-        # a file that grows after the fstat still stops at `limit`.
-        chunks, size, want = [], 0, info.st_size + 1
-        while chunk := file.read(want):
-            size += len(chunk)
-            if size > limit:
-                raise oversized(str(path), None, fix, limit)
-            chunks.append(chunk)
-            want = _CHUNK
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        return read_regular(path, limit=limit)
+    except NotRegularFile as error:
+        raise _not_regular(path, error.mode, fix) from None
+    except TooLarge as error:
+        raise oversized(str(path), error.size, fix, limit) from None
+    except OSError:
+        # A socket, or a device whose driver refuses the open, fails before read_regular can
+        # look at it; name it for what it is rather than quote the open's errno.
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise _not_regular(path, mode, fix) from None
+        raise
+
+
+def _not_regular(path: Path, mode: int, fix: str) -> DataError:
+    return DataError(f"{path}: is {describe(mode)}, not a regular file; {fix}")
 
 
 def gunzip(data: bytes, where: str, limit: int = MAX_BYTES) -> bytes:
@@ -241,19 +226,18 @@ def _mode(path: Path) -> int | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as error:
-        raise DataError(f"{path}: cannot read ({reason(error)}); {_os_fix(error)}") from None
+        raise _cannot_read(path, error) from None
 
 
 def _read(path: Path) -> bytes:
     try:
-        return read_regular(path, HOW_TO)
+        return read_data(path, HOW_TO)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file or directory; {HOW_TO}") from None
     except OSError as error:
-        raise DataError(f"{path}: cannot read ({reason(error)}); {_os_fix(error)}") from None
+        raise _cannot_read(path, error) from None
 
 
-def _os_fix(error: OSError) -> str:
-    if isinstance(error, PermissionError):
-        return "check its permissions (it must be readable by you)"
-    return "check the path"
+def _cannot_read(path: Path, error: OSError) -> DataError:
+    problem = os_problem(error, elsewhere="supply MNIST from another path", writing=False)
+    return DataError(f"{path}: cannot read: {problem}")

