@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jaxmnist import checkpoint
+from jaxmnist import _fs, checkpoint
 from jaxmnist.checkpoint import (
     flatten_tree,
     latest_checkpoint,
@@ -39,7 +39,7 @@ from jaxmnist.checkpoint import (
 from jaxmnist.errors import CheckpointError
 
 WRITER = Path(__file__).with_name("_checkpoint_writer.py")
-DEBRIS = ".jaxmnist-tmp-*"  # what the writer's temporary names start with
+DEBRIS = ".*.tmp"  # what the writer's temporary names look like: .NAME.<pid>-<nonce>.tmp
 
 
 def _writer_module():
@@ -95,7 +95,7 @@ def _tampered(directory, npz: bytes):
     meta = json.loads((version / "meta.json").read_text())["meta"]
     (version / "arrays.npz").write_bytes(npz)
     digest = hashlib.sha256(npz).hexdigest()
-    (version / "meta.json").write_bytes(checkpoint._meta_bytes(meta, digest))
+    (version / "meta.json").write_bytes(checkpoint.format.meta_bytes(meta, digest))
 
 
 # Round trips
@@ -147,7 +147,13 @@ def test_adam_state_typed_key_and_host_leaves_round_trip(tmp_path):
 def test_keeps_two_versions_and_ignores_then_removes_debris(tmp_path):
     for epoch in range(1, 6):
         save_checkpoint(tmp_path, {"x": np.full(3, epoch)}, {"epoch": epoch})
-    # One of each name the writer makes, as a writer killed at the wrong moment leaves them.
+    # One of each name the writer makes, as a writer killed at the wrong moment leaves them...
+    (tmp_path / ".ckpt-000009.4242-deadbeef.tmp").mkdir()
+    (tmp_path / ".ckpt-000009.4242-deadbeef.tmp" / "arrays.npz").write_bytes(b"x")
+    (tmp_path / ".old-ckpt-000002.4242-0123abcd.tmp").mkdir()
+    (tmp_path / ".LATEST.4242-deadbeef.tmp").write_text("ckpt-000009\n")
+    (tmp_path / ".jaxmnist-probe.4242-89abcdef.tmp").touch()
+    # ...and of each name an earlier jaxmnist's writer made.
     (tmp_path / ".jaxmnist-tmp-ckpt-000009-4242-deadbeef").mkdir()
     (tmp_path / ".jaxmnist-tmp-ckpt-000009-4242-deadbeef" / "arrays.npz").write_bytes(b"x")
     (tmp_path / ".jaxmnist-tmp-old-ckpt-000002-4242-0123abcd").mkdir()
@@ -159,6 +165,15 @@ def test_keeps_two_versions_and_ignores_then_removes_debris(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000005", "ckpt-000006"]
 
 
+USER_DIRECTORIES = [
+    ".tmp-build",
+    ".jaxmnist-tmp-LATEST-4242-deadbeef",  # directories where the writer makes a file
+    ".LATEST.4242-deadbeef.tmp",
+    "ckpt-0000001",
+    "ckpt-000000",
+]
+
+
 def test_saves_leave_user_files_that_only_resemble_debris(tmp_path):
     lookalikes = {
         ".tmp-notes.txt": "important",  # what the writer's old ".tmp-" cleanup deleted
@@ -167,18 +182,24 @@ def test_saves_leave_user_files_that_only_resemble_debris(tmp_path):
         ".jaxmnist-tmp-ckpt-000009-4242-deadbeef.bak": "a suffix",
         ".jaxmnist-tmp-ckpt-0000009-4242-deadbeef": "not a version the writer numbers",
         ".jaxmnist-tmp-ckpt-000009-4242-deadbeef": "a file where the writer makes a directory",
+        ".ckpt-000009.4242-dead.tmp": "no full nonce",
+        ".ckpt-000009.4242-deadbeef.tmp.bak": "a suffix",
+        ".ckpt-0000009.4242-deadbeef.tmp": "not a version the writer numbers",
+        ".ckpt-000009.4242-deadbeef.tmp": "a file where the writer makes a directory",
+        ".metrics.jsonl.4242-deadbeef.tmp": "another writer's temporary file",
+        ".probe.4242-deadbeef.tmp": "not the writer's probe",
         "ckpt-000001.txt": "not a version directory",
     }
     for name, text in lookalikes.items():
         (tmp_path / name).write_text(text)
-    for name in [".tmp-build", ".jaxmnist-tmp-LATEST-4242-deadbeef", "ckpt-0000001", "ckpt-000000"]:
-        (tmp_path / name).mkdir()  # the second: a directory where the writer makes a file
+    for name in USER_DIRECTORIES:
+        (tmp_path / name).mkdir()
         (tmp_path / name / "work.txt").write_text(name)
     for epoch in range(1, 5):  # enough saves that pruning runs too
         save_checkpoint(tmp_path, {"x": np.full(3, epoch)}, {"epoch": epoch})
     for name, text in lookalikes.items():
         assert (tmp_path / name).read_text() == text, name
-    for name in [".tmp-build", ".jaxmnist-tmp-LATEST-4242-deadbeef", "ckpt-0000001", "ckpt-000000"]:
+    for name in USER_DIRECTORIES:
         assert (tmp_path / name / "work.txt").read_text() == name
     assert sorted(p.name for p in tmp_path.glob("ckpt-00000[1-9]")) == [
         "ckpt-000003",
@@ -188,26 +209,31 @@ def test_saves_leave_user_files_that_only_resemble_debris(tmp_path):
 
 
 def test_every_temporary_name_the_writer_makes_is_one_its_cleanup_removes(tmp_path, monkeypatch):
-    made = []
-    real_fsync = os.fsync
+    listed, named = [], []
+    real_fsync, real_name = os.fsync, _fs.temporary_name
 
     def listing_fsync(fd):
         # Every step of a save ends in an fsync: what exists then is all the writer has made.
-        made.extend(p.name for p in tmp_path.glob(DEBRIS))
+        listed.extend(p.name for p in tmp_path.glob(DEBRIS))
         return real_fsync(fd)
+
+    def naming(name):
+        named.append(real_name(name))
+        return named[-1]
 
     for epoch in range(1, 4):
         save_checkpoint(tmp_path, {"x": np.full(3, epoch)}, {"epoch": epoch})
     monkeypatch.setattr(os, "fsync", listing_fsync)
+    monkeypatch.setattr(_fs, "temporary_name", naming)
     save_checkpoint(tmp_path, {"x": np.full(3, 4)}, {"epoch": 4})
     checkpoint.ensure_writable(tmp_path)
     monkeypatch.undo()
-    made = set(made)
-    assert {name.split("-")[2] for name in made} == {"ckpt", "LATEST"}, made
-    # The pruned version's and the probe's names exist too briefly to list: make them again.
-    made |= {checkpoint._temporary_name("old-ckpt-000002"), checkpoint._temporary_name("probe")}
-    for name in made:
-        assert checkpoint._LEFTOVER.fullmatch(name), name
+    assert {name.split(".")[1].split("-")[0] for name in listed} == {"ckpt", "LATEST"}, listed
+    # The pruned version's and the probe's names exist too briefly to list, but are named too:
+    # the new version, LATEST, the pruned version and the probe.
+    assert set(listed) <= set(named) and len(named) == 4, named
+    for name in named:
+        assert checkpoint.store.leftover(name), name
         path = tmp_path / name
         path.mkdir() if "ckpt" in name else path.touch()
     save_checkpoint(tmp_path, {"x": np.full(3, 5)}, {"epoch": 5})
@@ -270,7 +296,7 @@ def _resigned_doc(version, **changes):
     doc = json.loads((version / "meta.json").read_text())
     doc.pop("sha256")
     doc.update(changes)
-    return {**doc, "sha256": checkpoint._digest(doc)}
+    return {**doc, "sha256": checkpoint.format.digest(doc)}
 
 
 CORRUPTIONS = {
@@ -304,7 +330,10 @@ CORRUPTIONS = {
         lambda v: (v / "meta.json").write_text(json.dumps(_resigned_doc(v, format=True))),
         r"meta\.json has no valid 'format' field",
     ),
-    "deleted npz": (lambda v: (v / "arrays.npz").unlink(), r"arrays\.npz: cannot read"),
+    "deleted npz": (
+        lambda v: (v / "arrays.npz").unlink(),
+        r"arrays\.npz: cannot read \(No such file or directory; the checkpoint is incomplete",
+    ),
     "garbage LATEST": (
         lambda v: (v.parent / "LATEST").write_bytes(b"\x00\xffrm -rf /\n"),
         r"LATEST is corrupt",
@@ -386,7 +415,7 @@ def _resign_meta(version, edit):
     """Rewrites meta.json's `meta` with `edit` and its hashes, as a careful hand would."""
     doc = json.loads((version / "meta.json").read_text())
     (version / "meta.json").write_bytes(
-        checkpoint._meta_bytes(edit(doc["meta"]), doc["arrays_sha256"])
+        checkpoint.format.meta_bytes(edit(doc["meta"]), doc["arrays_sha256"])
     )
 
 
@@ -399,9 +428,9 @@ def test_resigned_meta_with_a_bad_field_is_one_line_naming_file_and_field(
     with pytest.raises(CheckpointError, match=message) as error:
         load_checkpoint(tmp_path)
     text = str(error.value)
-    assert str(version / "meta.json") in text and "--checkpoint-dir" in text and "\n" not in text
+    assert str(version / "meta.json") in text and "`checkpoint_dir`" in text and "\n" not in text
     with pytest.raises(CheckpointError, match=message):
-        checkpoint._read_version(version)
+        checkpoint.format.read_version(version)
 
 
 @pytest.mark.parametrize("field, value, message", BAD_META.values(), ids=BAD_META.keys())
@@ -444,7 +473,7 @@ def test_latest_naming_anything_but_a_writer_version_is_corrupt(tmp_path, name):
     (tmp_path / "LATEST").write_text(name + "\n", encoding="utf-8")
     with pytest.raises(CheckpointError, match=r"LATEST is corrupt.*ckpt-000001") as error:
         latest_checkpoint(tmp_path)
-    assert "\n" not in str(error.value) and "--checkpoint-dir" in str(error.value)
+    assert "\n" not in str(error.value) and "`checkpoint_dir`" in str(error.value)
 
 
 def test_latest_longer_than_any_the_writer_makes_is_corrupt(tmp_path):
@@ -501,7 +530,7 @@ def _error_of(function, *args):
     [
         (errno.EIO, "check the disk"),
         (errno.EACCES, "let this user read it"),
-        (errno.ENAMETOOLONG, "pass a shorter --checkpoint-dir"),
+        (errno.ENAMETOOLONG, "use a shorter path, or pass another `checkpoint_dir`"),
     ],
 )
 @pytest.mark.parametrize("target", ["LATEST", "meta.json", "arrays.npz"])
@@ -550,9 +579,9 @@ def test_os_errors_listing_or_checking_a_checkpoint_are_one_line(tmp_path, monke
 def test_checkpoint_dir_with_too_long_a_name_is_one_line(tmp_path):
     directory = tmp_path / ("x" * 300)
     for read in (latest_checkpoint, load_checkpoint, checkpoint.ensure_writable):
-        with pytest.raises(CheckpointError, match="File name too long; pass a shorter"):
+        with pytest.raises(CheckpointError, match="File name too long; use a shorter path"):
             read(directory)
-    with pytest.raises(CheckpointError, match="File name too long; pass a shorter"):
+    with pytest.raises(CheckpointError, match="File name too long; use a shorter path"):
         save_checkpoint(directory, {"x": np.zeros(1)}, {"epoch": 1})
 
 
@@ -561,7 +590,7 @@ def test_checkpoint_dir_with_too_long_a_name_is_one_line(tmp_path):
 
 def _assert_every_version_complete(directory):
     for version in directory.glob("ckpt-*"):
-        checkpoint._read_version(version)
+        checkpoint.format.read_version(version)
 
 
 def test_read_only_directory(tmp_path, monkeypatch):
@@ -636,7 +665,7 @@ def test_checkpoint_dir_that_is_a_file_says_so(tmp_path, below):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("important")
     directory = blocker / below if below else blocker
-    problem = "is a file, not a directory: --checkpoint-dir must name a directory"
+    problem = "is a file, not a directory: `checkpoint_dir` must name a directory"
     named = "it" if directory == blocker else str(blocker)  # after "cannot save in {directory}"
     with pytest.raises(CheckpointError) as error:
         save_checkpoint(directory, {"x": np.zeros(1)}, {"epoch": 1})
@@ -663,7 +692,7 @@ def test_ensure_writable_creates_the_directory_and_leaves_nothing_behind(tmp_pat
 def test_ensure_writable_changes_nothing_in_a_directory_in_use(tmp_path):
     version = _saved(tmp_path)
     (tmp_path / ".tmp-notes.txt").write_text("important")
-    debris = tmp_path / ".jaxmnist-tmp-LATEST-4242-deadbeef"
+    debris = tmp_path / ".LATEST.4242-deadbeef.tmp"
     debris.write_text("ckpt-000009\n")  # left for the next save, which may want to look at it
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     checkpoint.ensure_writable(tmp_path)
@@ -676,7 +705,7 @@ def _refusing(code, real):
 
     def call(path, *args, **kwargs):
         name = Path(path).name
-        if name.startswith(".jaxmnist-tmp-") or name == "new":
+        if name.endswith(".tmp") or name == "new":
             raise OSError(code, os.strerror(code), str(path))
         return real(path, *args, **kwargs)
 
@@ -686,7 +715,10 @@ def _refusing(code, real):
 @pytest.mark.parametrize(
     "code, fix",
     [
-        (errno.EROFS, "Read-only file system; remount it read-write, or pass a --checkpoint-dir"),
+        (
+            errno.EROFS,
+            "Read-only file system; remount it read-write, or pass another `checkpoint_dir`",
+        ),
         (errno.EACCES, "Permission denied; let this user write there (chmod/chown), or pass"),
         (errno.EPERM, "Operation not permitted; let this user write there"),
         (errno.ENOSPC, "No space left on device; free some space there, or pass"),
@@ -727,7 +759,7 @@ def test_a_probe_left_by_a_dead_process_is_removed_by_the_next_save(tmp_path, mo
     with pytest.raises(CheckpointError, match="Input/output error"):
         checkpoint.ensure_writable(tmp_path)
     monkeypatch.undo()
-    assert [p.name.startswith(".jaxmnist-tmp-probe-") for p in tmp_path.iterdir()] == [True]
+    assert [p.name.startswith(".jaxmnist-probe.") for p in tmp_path.iterdir()] == [True]
     save_checkpoint(tmp_path, {"x": np.zeros(1)}, {"epoch": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000001"]
 
@@ -762,7 +794,9 @@ def test_sigkill_at_random_moments_leaves_old_or_new_checkpoint(tmp_path):
 
             arrays, meta = load_checkpoint(directory)
             _assert_arrays_equal(arrays, make_arrays(meta["epoch"]))
-            written = [checkpoint._read_version(v)[1]["epoch"] for v in directory.glob("ckpt-*")]
+            written = [
+                checkpoint.format.read_version(v)[1]["epoch"] for v in directory.glob("ckpt-*")
+            ]
             assert max(written) - meta["epoch"] <= 1, "more than the save in flight was lost"
             epochs.append(meta["epoch"])
             caught_mid_save += bool(list(directory.glob(DEBRIS)) or len(written) > 2)

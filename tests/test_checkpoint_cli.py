@@ -69,7 +69,7 @@ def test_resume_from_resigned_meta_with_a_bad_epoch(trained, tmp_path, epoch):
     version = checkpoint.latest_checkpoint(directory)
     doc = json.loads((version / "meta.json").read_text())
     meta = {**doc["meta"], "epoch": epoch}
-    (version / "meta.json").write_bytes(checkpoint._meta_bytes(meta, doc["arrays_sha256"]))
+    (version / "meta.json").write_bytes(checkpoint.format.meta_bytes(meta, doc["arrays_sha256"]))
     before = (version / "meta.json").read_bytes()
     _assert_one_line_failure(_train(directory, "--epochs", "2", "--resume"), "meta.json", "'epoch'")
     assert (version / "meta.json").read_bytes() == before
@@ -87,7 +87,7 @@ def test_resume_from_resigned_meta_without_what_proves_it_is_the_same_run(traine
     version = checkpoint.latest_checkpoint(directory)
     doc = json.loads((version / "meta.json").read_text())
     meta = {k: v for k, v in doc["meta"].items() if k != field}
-    (version / "meta.json").write_bytes(checkpoint._meta_bytes(meta, doc["arrays_sha256"]))
+    (version / "meta.json").write_bytes(checkpoint.format.meta_bytes(meta, doc["arrays_sha256"]))
     result = _train(directory, "--epochs", "2", "--resume")
     _assert_one_line_failure(result, f"has no {field}", "another --checkpoint-dir")
 
@@ -99,10 +99,11 @@ def _resume_read_only(directory, epochs):
         "import os, runpy, sys",
         "real = os.open",
         "def refuse(path, flags, *args):",
-        "    if 'jaxmnist-tmp-probe' in str(path):",
+        "    if '.jaxmnist-probe.' in str(path):",
         "        raise OSError(30, 'Read-only file system', str(path))",
         "    return real(path, flags, *args)",
         "os.open = refuse",
+        f"sys.path.insert(0, {str(Path(RUNNER).parent)!r})  # as `python {RUNNER}` would",
         f"sys.argv = [{RUNNER!r}, '256', *sys.argv[1:]]",
         f"runpy.run_path({RUNNER!r}, run_name='__main__')",
     ]
