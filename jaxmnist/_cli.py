@@ -1,8 +1,14 @@
-"""What both command lines share: usage errors as one line, and path flags that refuse ''."""
+"""What the command lines share: one-line usage errors, flag types, and library errors as flags."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from jaxmnist.errors import JaxmnistError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,3 +35,41 @@ def path(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return text
+
+
+def integer(text: str) -> int:
+    """An argparse type for plain decimal integers (int() alone would also take '1_0' and
+    non-ASCII digits); the library's `validate` checks the range and names the flag."""
+    if not re.fullmatch(r"\s*\+?[0-9]+\s*", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """An argparse type for a decimal number; the library checks its range."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def as_flags(message: str) -> str:
+    """A library message with its backticked argument names shown as flags:
+    "`batch_size` 200 is ..." -> "--batch-size 200 is ..."."""
+    return re.sub(r"`([a-z_]+)`", lambda name: "--" + name[1].replace("_", "-"), message)
+
+
+def run_main(prefix: str, body: Callable[[], int]) -> int:
+    """Runs a command line's `body`; every failure it raises ends as one line and an exit status:
+    the error's own (2 usage, 1 the rest), 130 for a second Ctrl-C, 1 for a closed stdout."""
+    try:
+        return body()
+    except JaxmnistError as error:
+        print(f"{prefix}: error: {as_flags(str(error))}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"\n{prefix}: aborted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout went away (`| head`): nobody is left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

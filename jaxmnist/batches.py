@@ -16,12 +16,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmnist.config import training_size
+
 _RADIX_LIMIT = 1 << 16  # positions must fit in the low 16 bits of a packed sort key
 
 
 class Batch(NamedTuple):
     images: jax.Array  # [B, 784] uint8, normalised inside the step
     labels: jax.Array  # [B] int32
+
+
+def hold_out(
+    images: np.ndarray, labels: np.ndarray, fraction: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """(train, validation): the last `fraction` of the arrays held out, before any shuffling,
+    as Keras's `validation_split`; validation is None for a fraction of 0."""
+    if not fraction:
+        return (images, labels), None
+    split_at = training_size(len(images), fraction)
+    return (images[:split_at], labels[:split_at]), (images[split_at:], labels[split_at:])
 
 
 def num_batches(num_samples: int, batch_size: int) -> int:

@@ -1,4 +1,7 @@
-"""The run configuration: one typed object whose defaults are the book's, and the two presets."""
+"""The run configuration: one typed object whose defaults are the book's, its presets and checks.
+
+This module imports no jax, so the command line's `--help` and flag errors stay instant.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,13 @@ import math
 from dataclasses import dataclass
 
 from jaxmnist.errors import UsageError
-from jaxmnist.model import INITIALIZERS
-from jaxmnist.optim import OPTIMIZERS
 
 TRAIN_SIZE = 60_000
-LOSSES = ("logits", "probs")
-PRECISIONS = ("float32", "bfloat16")
-LOOPS = ("scan", "batch")
+# Bounds only to catch typos, far past any real run: a million epochs of MNIST is months of CPU
+# time, and a hidden layer of 2**24 units needs 50 GB of weights alone.
+MAX_EPOCHS = 1_000_000
+MAX_SIZE = 2**24
+MAX_SEED = 2**32 - 1  # jax.random.key takes a 32-bit seed without wrapping
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class TrainConfig:
     steps_per_dispatch: int = 0
     # Train on the first N images only (0: all 60000), for quick runs and benchmarks.
     train_samples: int = 0
+    # Keras's validation_split: the last fraction of the training images, before any shuffle,
+    # is held out and evaluated after every epoch (0: none, the chapter's run).
+    validation_split: float = 0.0
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -46,51 +52,88 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+_NAIVE = dict(epochs=10, optimizer="sgd", loss="probs", shuffle=False)
 PRESETS: dict[str, TrainConfig] = {
-    # The chapter's Keras program: Glorot init, rmsprop, shuffled, 5 epochs of 128.
+    # The book's 2nd edition (the chapter these notes follow), then its 3rd (Keras 3).
+    # The Keras program: Glorot init, rmsprop, shuffled, 5 epochs of 128.
     "keras": TrainConfig(),
-    # The chapter's hand-built program: uniform [0, 0.1) init, manual SGD, batches in order.
-    "naive": TrainConfig(
-        preset="naive", epochs=10, optimizer="sgd", init="naive", loss="probs", shuffle=False
-    ),
+    # The hand-built program: uniform [0, 0.1) init, manual SGD, batches in order.
+    "naive": TrainConfig(preset="naive", init="naive", **_NAIVE),
+    # 3rd edition: the same Keras model compiled with "adam".
+    "keras3": TrainConfig(preset="keras3", optimizer="adam"),
+    # 3rd edition: NaiveDense with Keras 3's "uniform" initializer, [-0.05, 0.05).
+    "naive3": TrainConfig(preset="naive3", init="uniform", **_NAIVE),
+}
+
+# The one table of named choices. model.INITIALIZERS and optim.OPTIMIZERS implement exactly these
+# names (each checks so when imported); the command line offers them without importing jax.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": tuple(PRESETS),
+    "optimizer": ("sgd", "optax-sgd", "rmsprop", "adam"),
+    "init": ("glorot", "naive", "uniform"),
+    "loss": ("logits", "probs"),
+    "precision": ("float32", "bfloat16"),
+    "loop": ("scan", "batch"),
 }
 
 # Settings a resumed run may change without changing what the finished run computes.
 # (A lower learning rate is how one continues from the last good checkpoint after a NaN.)
 RESUMABLE_CHANGES = frozenset({"epochs", "steps_per_dispatch", "learning_rate"})
 
+_RANGES = {  # name: (lowest, highest) for the integer settings
+    "epochs": (1, MAX_EPOCHS),
+    "batch_size": (1, MAX_SIZE),
+    "hidden": (1, MAX_SIZE),
+    "seed": (0, MAX_SEED),
+    "train_samples": (0, TRAIN_SIZE),
+    "steps_per_dispatch": (0, None),
+}
 
-def validate(config: TrainConfig) -> TrainConfig:
-    """Raises UsageError (one line, exit 2) for the first setting that cannot work."""
-    choices = {
-        "preset": tuple(PRESETS),
-        "optimizer": tuple(OPTIMIZERS),
-        "init": tuple(INITIALIZERS),
-        "loss": LOSSES,
-        "precision": PRECISIONS,
-        "loop": LOOPS,
-    }
-    for name, valid in choices.items():
+
+def training_size(samples: int, validation_split: float) -> int:
+    """How many of `samples` images stay for training: Keras's floor(N * (1 - split))."""
+    return math.floor(samples * (1.0 - validation_split))
+
+
+def validate(config: TrainConfig, train_size: int = TRAIN_SIZE) -> TrainConfig:
+    """`config` if every setting can work on `train_size` training images, else UsageError.
+
+    The error (exit status 2) names the first bad setting in backticks, as the argument is
+    called here; the command line shows it as its flag.
+    """
+    for name, valid in CHOICES.items():
         value = getattr(config, name)
         if value not in valid:
-            raise UsageError(f"--{name} {value!r} is not one of: {', '.join(valid)}")
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size, "hidden": config.hidden}
-    for name, value in positive.items():
-        if value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if not 0 <= config.train_samples <= TRAIN_SIZE:
-        raise UsageError(f"--train-samples must be in 0..{TRAIN_SIZE}, got {config.train_samples}")
-    samples = config.train_samples or TRAIN_SIZE
+            raise UsageError(f"`{name}` {value!r} is not one of: {', '.join(valid)}")
+    for name, (lowest, highest) in _RANGES.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"`{name}` must be an integer, got {value!r}")
+        if value < lowest or (highest is not None and value > highest):
+            bounds = f"{lowest}..{highest}" if highest is not None else f">= {lowest}"
+            raise UsageError(f"`{name}` must be in {bounds}, got {value}")
+    samples = min(config.train_samples or train_size, train_size)
+    fraction = config.validation_split
+    number = isinstance(fraction, int | float) and not isinstance(fraction, bool)
+    if not (number and 0 <= fraction < 1):
+        raise UsageError(f"`validation_split` must be in [0, 1), got {fraction!r}")
+    if fraction:
+        kept = training_size(samples, fraction)
+        if kept == 0 or kept == samples:
+            raise UsageError(
+                f"`validation_split` {fraction} of {samples} training images leaves "
+                f"{kept} to train on and {samples - kept} to validate: choose a fraction "
+                "that leaves some of each"
+            )
+        samples = kept
     if config.batch_size > samples:
         raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the {samples} training images"
+            f"`batch_size` {config.batch_size} is larger than the {samples} training images"
         )
-    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise UsageError(
-            f"--learning-rate must be a positive finite number, got {config.learning_rate}"
-        )
-    if not 0 <= config.seed < 2**32:
-        raise UsageError(f"--seed must be in 0..{2**32 - 1}, got {config.seed}")
-    if config.steps_per_dispatch < 0:
-        raise UsageError("--steps-per-dispatch must be >= 0 (0 picks automatically)")
+    rate = config.learning_rate
+    number = isinstance(rate, int | float) and not isinstance(rate, bool)
+    if not (number and math.isfinite(rate) and rate > 0):
+        raise UsageError(f"`learning_rate` must be a positive finite number, got {rate!r}")
+    if not isinstance(config.shuffle, bool):
+        raise UsageError(f"`shuffle` must be True or False, got {config.shuffle!r}")
     return config

@@ -26,6 +26,16 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
+def per_sample_loss(logits: jax.Array, labels: jax.Array, kind: str = "logits") -> jax.Array:
+    """The training loss of each sample, from the model's logits.
+
+    "probs": Keras's clipped loss on the softmax (the chapter's); "logits": its stable form.
+    """
+    if kind == "probs":
+        return sparse_categorical_crossentropy(jax.nn.softmax(logits), labels)
+    return softmax_cross_entropy(logits, labels)
+
+
 def correct(scores: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-sample 1.0 where argmax(scores) == label (scores may be logits or probabilities)."""
     return (jnp.argmax(scores, axis=-1) == labels).astype(jnp.float32)

@@ -1,8 +1,9 @@
-"""The chapter's model as pure functions: initialisers, `dense`, `sequential`.
+"""The chapter's model as pure functions: initialisers, `dense` and `sequential`.
 
 Parameters are a plain pytree, a tuple with one `{"W", "b"}` dict per layer (the chapter's model has
 exactly four leaves, as its `assert len(model.weights) == 4`). The activations and sizes are static
-structure, kept in a `ModelSpec` beside the parameters, never inside them.
+structure, kept in a `ModelSpec` beside the parameters, never inside them. Training and `predict`
+both run through `sequential`; training only leaves the output softmax to the loss.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmnist.config import CHOICES
+
 Params = tuple[dict[str, jax.Array], ...]
 Initializer = Callable[[jax.Array, int, int], dict[str, jax.Array]]
 
@@ -23,6 +26,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "softmax": jax.nn.softmax,
     "linear": lambda x: x,
 }
+# bfloat16 products take bf16 inputs and accumulate in float32; parameters stay float32.
+PRODUCT_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 class ModelSpec(NamedTuple):
@@ -31,26 +36,45 @@ class ModelSpec(NamedTuple):
     input_size: int
     layers: tuple[tuple[int, str], ...]
 
+    @property
+    def activations(self) -> tuple[str, ...]:
+        return tuple(activation for _, activation in self.layers)
+
 
 def chapter_model(hidden: int = 512) -> ModelSpec:
     """Dense(hidden, relu) -> Dense(10, softmax) on flattened 28x28 images."""
     return ModelSpec(28 * 28, ((hidden, "relu"), (10, "softmax")))
 
 
-def naive_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-    """The chapter's NaiveDense: W uniform in [0, 0.1), b zeros."""
-    w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, minval=0.0, maxval=0.1)
+def _uniform_layer(key: jax.Array, fan_in: int, fan_out: int, low: float, high: float):
+    """W uniform in [low, high), b zeros: every initialiser here is one of these."""
+    w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, minval=low, maxval=high)
     return {"W": w, "b": jnp.zeros((fan_out,), jnp.float32)}
+
+
+def naive_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+    """The 2nd edition's NaiveDense: W uniform in [0, 0.1), b zeros."""
+    return _uniform_layer(key, fan_in, fan_out, 0.0, 0.1)
+
+
+def uniform_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+    """The 3rd edition's NaiveDense, Keras 3's "uniform" initializer: W uniform in
+    [-0.05, 0.05), b zeros."""
+    return _uniform_layer(key, fan_in, fan_out, -0.05, 0.05)
 
 
 def glorot_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
     """Keras's Dense default: W Glorot-uniform, limit sqrt(6 / (fan_in + fan_out)), b zeros."""
     limit = (6.0 / (fan_in + fan_out)) ** 0.5
-    w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, minval=-limit, maxval=limit)
-    return {"W": w, "b": jnp.zeros((fan_out,), jnp.float32)}
+    return _uniform_layer(key, fan_in, fan_out, -limit, limit)
 
 
-INITIALIZERS: dict[str, Initializer] = {"naive": naive_init, "glorot": glorot_init}
+INITIALIZERS: dict[str, Initializer] = {
+    "glorot": glorot_init,
+    "naive": naive_init,
+    "uniform": uniform_init,
+}
+assert tuple(INITIALIZERS) == CHOICES["init"], "config.CHOICES['init'] names these initialisers"
 
 
 def init_params(key: jax.Array, spec: ModelSpec, init: str | Initializer = "glorot") -> Params:
@@ -64,35 +88,38 @@ def init_params(key: jax.Array, spec: ModelSpec, init: str | Initializer = "glor
     )
 
 
-def dense(params: dict[str, jax.Array], x: jax.Array, activation: str | Callable = "linear"):
-    """activation(x @ W + b): the chapter's NaiveDense.__call__ as a pure function."""
+def dense(
+    params: dict[str, jax.Array],
+    x: jax.Array,
+    activation: str | Callable = "linear",
+    precision: str = "float32",
+) -> jax.Array:
+    """activation(x @ W + b): the chapter's NaiveDense.__call__ as a pure function.
+
+    `precision` "bfloat16" runs the product on bf16 inputs with float32 accumulation.
+    """
     act = ACTIVATIONS[activation] if isinstance(activation, str) else activation
-    return act(x @ params["W"] + params["b"])
+    return act(_matmul(x, params["W"], PRODUCT_DTYPES[precision]) + params["b"])
 
 
-def sequential(params: Params, x: jax.Array, activations: Sequence[str]) -> jax.Array:
+def sequential(
+    params: Params, x: jax.Array, activations: Sequence[str], precision: str = "float32"
+) -> jax.Array:
     """Chains `dense` layers: the chapter's NaiveSequential.__call__."""
     for layer, activation in zip(params, activations, strict=True):
-        x = dense(layer, x, activation)
+        x = dense(layer, x, activation, precision)
     return x
 
 
-def logits(params: Params, x: jax.Array, spec: ModelSpec, dtype=None) -> jax.Array:
-    """The model up to the last activation (its softmax is taken inside the loss, stably).
-
-    With `dtype` (bfloat16) the matrix products take inputs of that dtype, accumulating in float32;
-    parameters stay float32.
-    """
-    activations = [act for _, act in spec.layers]
-    *hidden, _ = activations
-    for layer, act in zip(params[:-1], hidden, strict=True):
-        x = ACTIVATIONS[act](_matmul(x, layer["W"], dtype) + layer["b"])
-    return _matmul(x, params[-1]["W"], dtype) + params[-1]["b"]
+def logits(params: Params, x: jax.Array, spec: ModelSpec, precision: str = "float32") -> jax.Array:
+    """The model without its output activation: the loss takes the softmax itself, stably."""
+    *hidden, _ = spec.activations
+    return sequential(params, x, (*hidden, "linear"), precision)
 
 
 def predict(params: Params, x: jax.Array, spec: ModelSpec) -> jax.Array:
-    """Class probabilities, as the chapter's model(x)."""
-    return sequential(params, x, [act for _, act in spec.layers])
+    """Class probabilities [B, 10] of float [B, 784] inputs, as the chapter's model(x)."""
+    return sequential(params, x, spec.activations)
 
 
 # Output layers narrower than this get their weight gradient computed in the transposed layout.

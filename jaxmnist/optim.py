@@ -1,7 +1,7 @@
 """Optimizers behind one interface, so the training step never branches on which one it has.
 
 `sgd` is the chapter's hand-written `update_weights` (w -= lr * g for each weight); the others are
-optax transformations with Keras 3's default settings.
+optax transformations with Keras 3's update rules and default settings.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
+
+from jaxmnist.config import CHOICES
 
 OptState = Any
 
@@ -50,9 +53,38 @@ def keras_rmsprop(learning_rate: float = 1e-3) -> optax.GradientTransformation:
     return optax.rmsprop(learning_rate, decay=0.9, eps=1e-7, initial_scale=0.0, eps_in_sqrt=True)
 
 
-def keras_adam(learning_rate: float = 1e-3) -> optax.GradientTransformation:
-    """Adam with Keras's epsilon (1e-7); betas 0.9 / 0.999 as both libraries default."""
-    return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+class KerasAdamState(NamedTuple):
+    count: jax.Array  # steps taken, int32
+    mu: Any  # first moment, like params
+    nu: Any  # second moment, like params
+
+
+def keras_adam(
+    learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7
+) -> optax.GradientTransformation:
+    """Keras 3's Adam, update for update: p -= alpha * m / (sqrt(v) + eps), alpha = lr *
+    sqrt(1 - b2^t) / (1 - b1^t).
+
+    optax.adam divides the bias-corrected m_hat by sqrt(v_hat) + eps instead; the two differ
+    wherever sqrt(v) is near eps (small or vanishing gradients), so optax.adam is not Keras's.
+    """
+
+    def init(params):
+        # Two separate trees: the step donates its state, and one buffer cannot be donated twice.
+        mu, nu = (jax.tree.map(jnp.zeros_like, params) for _ in range(2))
+        return KerasAdamState(jnp.zeros([], jnp.int32), mu, nu)
+
+    def update(grads, state, params=None):
+        del params
+        count = state.count + 1
+        step = count.astype(jnp.float32)
+        alpha = learning_rate * jnp.sqrt(1 - b2**step) / (1 - b1**step)
+        mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, grads)
+        nu = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1 - b2), state.nu, grads)
+        updates = jax.tree.map(lambda m, v: -(m * alpha) / (jnp.sqrt(v) + eps), mu, nu)
+        return updates, KerasAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 OPTIMIZERS: dict[str, Callable[[float], Optimizer]] = {
@@ -61,6 +93,7 @@ OPTIMIZERS: dict[str, Callable[[float], Optimizer]] = {
     "rmsprop": lambda lr: from_optax(keras_rmsprop(lr)),
     "adam": lambda lr: from_optax(keras_adam(lr)),
 }
+assert tuple(OPTIMIZERS) == CHOICES["optimizer"], "config.CHOICES['optimizer'] names these"
 
 
 def make_optimizer(name: str, learning_rate: float) -> Optimizer:

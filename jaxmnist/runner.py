@@ -15,14 +15,15 @@ import jax
 import numpy as np
 
 from jaxmnist import checkpoint as ckpt
-from jaxmnist.config import RESUMABLE_CHANGES, TrainConfig
-from jaxmnist.data import fingerprint as data_fingerprint
-from jaxmnist.engine import Callback, EpochResult, TrainState, evaluate, fit, init_state
-from jaxmnist.errors import CheckpointError, TrainingDiverged
+from jaxmnist import resume as resuming
+from jaxmnist.callbacks import Callback, EpochResult, epoch_record
+from jaxmnist.config import TrainConfig, validate
+from jaxmnist.data.arrays import fingerprint as data_fingerprint
+from jaxmnist.engine import fit
+from jaxmnist.errors import TrainingDiverged
 from jaxmnist.model import chapter_model
 from jaxmnist.optim import make_optimizer
-
-CHECKPOINT_FORMAT = 1
+from jaxmnist.step import TrainState, evaluate, init_state
 
 
 @dataclass
@@ -33,67 +34,23 @@ class RunResult:
     test_accuracy: float = float("nan")
 
 
-def _epoch_record(result: EpochResult) -> dict:
-    return {
-        "epoch": result.epoch,
-        "loss": result.loss,
-        "accuracy": result.accuracy,
-        "seconds": result.seconds,
-        "batch_losses": result.batch_losses,
-    }
+class _History(Callback):
+    """Records every finished epoch and, with a checkpoint directory, saves the state after it:
+    the state a resumed run restarts the next epoch from."""
 
-
-class _CheckpointSaver(Callback):
-    """Saves the state after every epoch: the state a resumed run restarts the next epoch from."""
-
-    def __init__(self, directory: Path, config: TrainConfig, data_key, fingerprint, history):
-        self.directory, self.config, self.fingerprint = directory, config, fingerprint
-        self.data_key = np.asarray(jax.random.key_data(data_key))
-        self.history = history
+    def __init__(self, history: list, directory: Path | None, config, data_key, fingerprint):
+        self.history, self.directory = history, directory
+        self.config, self.data_key, self.fingerprint = config, data_key, fingerprint
 
     def save(self, state: TrainState, epoch: int) -> None:
-        arrays = ckpt.flatten_tree({"state": state, "data_key": self.data_key})
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "config": self.config.to_dict(),
-            "data_fingerprint": self.fingerprint,
-            "history": self.history,
-        }
-        ckpt.save_checkpoint(self.directory, arrays, meta)
+        if self.directory is not None:
+            arrays = ckpt.flatten_tree(resuming.checkpoint_tree(state, self.data_key))
+            meta = resuming.checkpoint_meta(epoch, self.config, self.fingerprint, self.history)
+            ckpt.save_checkpoint(self.directory, arrays, meta)
 
     def on_epoch_end(self, result: EpochResult, state: TrainState) -> None:
-        self.history.append(_epoch_record(result))
+        self.history.append(epoch_record(result))
         self.save(state, result.epoch)
-
-
-def _check_compatible(meta: dict, config: TrainConfig, fingerprint: str, where: Path) -> None:
-    missing = [key for key in ("config", "data_fingerprint") if key not in meta]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {where} has no {' or '.join(missing)} in its meta.json, so this run "
-            "cannot check it is the same training: start anew with another --checkpoint-dir"
-        )
-    saved = meta["config"]
-    for name, value in config.to_dict().items():
-        if name in RESUMABLE_CHANGES or saved.get(name) == value:
-            continue
-        flag = "--" + name.replace("_", "-")
-        raise CheckpointError(
-            f"checkpoint {where} was made with {flag} {saved.get(name)!r}, this run asks for "
-            f"{value!r}: use the same setting to resume, or another --checkpoint-dir to start anew"
-        )
-    if meta.get("data_fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"checkpoint {where} was trained on data with fingerprint "
-            f"{str(meta.get('data_fingerprint'))[:12]}…, this data is {fingerprint[:12]}…: "
-            "resume with the same data set"
-        )
-    if meta["epoch"] > config.epochs:
-        raise CheckpointError(
-            f"checkpoint {where} is at epoch {meta['epoch']}, past --epochs {config.epochs}: "
-            f"pass --epochs {meta['epoch']} or more"
-        )
 
 
 def train_and_evaluate(
@@ -106,12 +63,13 @@ def train_and_evaluate(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     should_stop: Callable[[], bool] = lambda: False,
-    steps_per_dispatch: int | None = None,
     on_resume: Callable[[int], None] = lambda epoch: None,
 ) -> RunResult:
     """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1]."""
     (x_train, y_train), (x_test, y_test) = data
-    if fingerprint is None and checkpoint_dir is not None:
+    validate(config, train_size=len(x_train))
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if fingerprint is None and directory is not None:
         fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
     if config.train_samples:
         x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
@@ -122,69 +80,37 @@ def train_and_evaluate(
     # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
     state = jax.block_until_ready(init_state(init_key, spec, config.init, optimizer))
     start_epoch, history = 0, []
-
     if resume:
-        directory = Path(checkpoint_dir) if checkpoint_dir else None
-        if directory is None or ckpt.latest_checkpoint(directory) is None:
-            raise CheckpointError(
-                f"--resume: no checkpoint in {directory}: check --checkpoint-dir (and --preset, "
-                "--seed, which pick the default directory), or run without --resume"
-            )
-        arrays, meta = ckpt.load_checkpoint(directory)
-        _check_compatible(meta, config, fingerprint, directory)
-        if meta["epoch"] < config.epochs:
-            # A fresh run fails at once on an unwritable directory (it saves epoch 0 first); a
-            # resumed one would only find out after training its next epoch. A finished run only
-            # evaluates, which a read-only copy allows.
-            try:
-                ckpt.ensure_writable(directory)
-            except CheckpointError as error:
-                raise CheckpointError(f"{error} holding a copy of {directory}") from None
-        template = {"state": state, "data_key": np.asarray(jax.random.key_data(data_key))}
-        restored = ckpt.restore_tree(template, arrays)
-        state = restored["state"]  # leaves come back as the template's kinds: jax arrays
-        data_key = jax.random.wrap_key_data(restored["data_key"])
-        start_epoch, history = meta["epoch"], list(meta.get("history", []))
+        if directory is None:
+            raise resuming.no_checkpoint(directory)
+        state, data_key, start_epoch, history = resuming.restore(
+            directory, config, fingerprint, state
+        )
         on_resume(start_epoch)
 
-    saver = None
-    if checkpoint_dir is not None:
-        saver = _CheckpointSaver(Path(checkpoint_dir), config, data_key, fingerprint, history)
-        if not resume:
-            saver.save(state, 0)  # so that an interruption in epoch 1 is resumable too
-    all_callbacks = [*callbacks, saver or _HistoryRecorder(history)]
-
+    recorder = _History(history, directory, config, data_key, fingerprint)
+    if not resume:
+        recorder.save(state, 0)  # so that an interruption in epoch 1 is resumable too
     try:
         state, _ = fit(
             state,
             x_train,
             y_train,
             config=config,
-            spec=spec,
-            optimizer=optimizer,
             data_key=data_key,
             device=device,
             start_epoch=start_epoch,
-            steps_per_dispatch=steps_per_dispatch,
-            callbacks=all_callbacks,
+            callbacks=[*callbacks, recorder],
             should_stop=should_stop,
         )
     except TrainingDiverged as error:
-        if saver is None:
+        if directory is None:
             raise
         raise TrainingDiverged(
-            f"{error}, then add --resume to continue from the last good checkpoint "
-            f"(epoch {len(history)}) in {checkpoint_dir}"
+            f"{error}, then add `resume` to continue from the last good checkpoint "
+            f"(epoch {len(history)}) in {directory}"
         ) from None
     test_loss, test_accuracy = evaluate(
         state.params, x_test, y_test, spec, config.loss, config.precision, device
     )
     return RunResult(state, history, test_loss, test_accuracy)
-
-
-class _HistoryRecorder(Callback):
-    def __init__(self, history: list):
-        self.history = history
-
-    def on_epoch_end(self, result: EpochResult, state: TrainState) -> None:
-        self.history.append(_epoch_record(result))

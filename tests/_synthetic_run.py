@@ -6,21 +6,7 @@ Usage: python tests/_synthetic_run.py TRAIN_SIZE [train flags...]
 
 import sys
 
-import numpy as np
-
-
-def synthetic_mnist(train_size: int, test_size: int = 256, seed: int = 0):
-    """uint8 images whose label is a fixed linear function of the pixels, so training learns."""
-    rng = np.random.default_rng(seed)
-    projection = rng.standard_normal((28 * 28, 10))
-
-    def split(n):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = np.argmax(images.reshape(n, -1) @ projection, axis=1).astype(np.uint8)
-        return images, labels
-
-    return split(train_size), split(test_size)
-
+from _synthetic import synthetic_mnist  # this script's folder is first on sys.path
 
 if __name__ == "__main__":
     import jaxmnist.data

@@ -38,7 +38,7 @@ def test_one_epoch_of_the_keras_preset_reaches_95_percent(tmp_path):
     )
     assert epochs[0]["steps"] == 469
     assert test["accuracy"] >= 0.95
-    assert lines[-1] == f"test accuracy: {test['accuracy']:.4f}"
+    assert lines[-1] == f"test accuracy: {test['accuracy']:.4f} - test loss: {test['loss']:.4f}"
 
 
 def test_the_keras_program_reproduces_the_chapter(tmp_path):

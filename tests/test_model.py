@@ -1,4 +1,4 @@
-"""The model: the chapter's GradientTape examples with jax.grad, initialisers, dense, sequential."""
+"""The model: initialisers, dense (its gradient too), sequential, and training's path through it."""
 
 from __future__ import annotations
 
@@ -19,47 +19,40 @@ from jaxmnist.model import (
     sequential,
 )
 
-# --- The chapter's three GradientTape examples, as jax.grad ---------------------------------------
+# --- The chapter's GradientTape examples, on jaxmnist's own dense ---------------------------------
+# `dense` carries a hand-written backward pass (the fast layout of `_matmul`); these check it
+# against the chapter's hand-computable gradients, in both of its layouts.
 
 
-def test_tape_scalar_y_equals_2x_plus_3():
-    grad = jax.grad(lambda x: 2 * x + 3)(0.0)
-    assert float(grad) == 2.0
-
-
-def test_tape_2x2_variable():
-    x = jnp.zeros((2, 2))
-    # tape.gradient of a non-scalar y is the gradient of sum(y).
-    grad = jax.grad(lambda x: jnp.sum(2 * x + 3))(x)
-    assert grad.shape == (2, 2)
-    np.testing.assert_array_equal(np.asarray(grad), np.full((2, 2), 2.0))
-
-
-def test_tape_matmul_list_of_w_and_b():
-    key_w, key_x = jax.random.split(jax.random.key(0))
-    W = jax.random.uniform(key_w, (2, 2))
-    b = jnp.zeros((2,))
-    x = jax.random.uniform(key_x, (2, 2))
-
-    def y_sum(wb):
-        W, b = wb
-        return jnp.sum(jnp.matmul(x, W) + b)
-
-    grad_W, grad_b = jax.grad(y_sum)([W, b])
-    assert grad_W.shape == W.shape and grad_b.shape == b.shape
-    # d sum(x @ W + b) / dW = x^T @ ones; / db = one per row of x.
-    np.testing.assert_allclose(np.asarray(grad_W), np.asarray(x).T @ np.ones((2, 2)), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(grad_W)[0], np.full(2, np.asarray(x)[:, 0].sum()))
-    np.testing.assert_array_equal(np.asarray(grad_b), np.full(2, 2.0))
-
-
-def test_tape_matmul_with_three_rows_counts_rows_in_db():
+@pytest.mark.parametrize("units", [4, model.THIN_OUTPUT + 8], ids=["thin", "wide"])
+def test_dense_gradient_is_the_chapters_tape_example(units):
+    # tape.gradient(sum(x @ W + b), [W, b]) with x = [[0, 1], [2, 3], [4, 5]], W = 1, b = 0:
+    # dW[i, :] = sum of column i of x (6 and 9), db = one per row of x (3).
     x = jnp.arange(6.0).reshape(3, 2)
-    grad_W, grad_b = jax.grad(lambda W, b: jnp.sum(x @ W + b), argnums=(0, 1))(
-        jnp.ones((2, 4)), jnp.zeros(4)
-    )
-    np.testing.assert_array_equal(np.asarray(grad_W), [[6.0] * 4, [9.0] * 4])
-    np.testing.assert_array_equal(np.asarray(grad_b), [3.0] * 4)
+    params = {"W": jnp.ones((2, units)), "b": jnp.zeros(units)}
+    grads = jax.grad(lambda p: jnp.sum(dense(p, x)))(params)
+    np.testing.assert_array_equal(np.asarray(grads["W"]), [[6.0] * units, [9.0] * units])
+    np.testing.assert_array_equal(np.asarray(grads["b"]), [3.0] * units)
+
+
+@pytest.mark.parametrize("units", [10, 64], ids=["thin", "wide"])
+def test_dense_gradient_matches_autodiff_of_the_formula(units):
+    kx, kw, kb, kg = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(kx, (16, 48))
+    params = {"W": jax.random.normal(kw, (48, units)), "b": jax.random.normal(kb, (units,))}
+    cotangent = jax.random.normal(kg, (16, units))
+
+    def plain(p, x):
+        return jnp.sum(jax.nn.relu(x @ p["W"] + p["b"]) * cotangent)
+
+    def ours(p, x):
+        return jnp.sum(dense(p, x, "relu") * cotangent)
+
+    expected = jax.grad(plain, argnums=(0, 1))(params, x)
+    got = jax.grad(ours, argnums=(0, 1))(params, x)
+    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        assert e.shape == g.shape
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-5)
 
 
 # --- Initialisers ---------------------------------------------------------------------------------
@@ -190,6 +183,20 @@ def test_bfloat16_logits_close_to_float32():
     params = init_params(jax.random.key(0), spec)
     x = jax.random.uniform(jax.random.key(1), (8, 784))
     full = np.asarray(logits(params, x, spec))
-    half = logits(params, x, spec, jnp.bfloat16)
+    half = logits(params, x, spec, "bfloat16")
     assert half.dtype == jnp.float32  # accumulates and returns float32
     np.testing.assert_allclose(np.asarray(half), full, atol=0.05 * np.abs(full).max())
+
+
+def test_training_logits_are_sequential_with_a_linear_output():
+    # Training and predict share one code path: the logits are `sequential` without the softmax.
+    spec = chapter_model(hidden=16)
+    params = init_params(jax.random.key(0), spec)
+    x = jax.random.uniform(jax.random.key(1), (3, 784))
+    z = logits(params, x, spec)
+    np.testing.assert_array_equal(
+        np.asarray(z), np.asarray(sequential(params, x, ["relu", "linear"]))
+    )
+    np.testing.assert_array_equal(
+        np.asarray(jax.nn.softmax(z)), np.asarray(predict(params, x, spec))
+    )

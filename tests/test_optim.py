@@ -5,19 +5,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _synthetic import synthetic_mnist
 
-from jaxmnist.engine import TrainState, make_train_step
 from jaxmnist.model import ModelSpec, init_params
 from jaxmnist.optim import (
     OPTIMIZERS,
     Optimizer,
     from_optax,
+    keras_adam,
     keras_rmsprop,
     make_optimizer,
     manual_sgd,
 )
+from jaxmnist.step import TrainState, make_train_step
 
 
 def test_manual_sgd_is_p_minus_lr_g():
@@ -111,6 +113,58 @@ def test_rmsprop_by_name_is_keras_rmsprop_at_the_given_rate():
     params, grads = jnp.array([1.0]), jnp.array([3.0])
     new, _ = opt.apply(params, grads, opt.init(params))
     assert float(new[0]) == pytest.approx(1.0 - 0.01 * 3.0 / np.sqrt(0.9 + 1e-7), rel=1e-6)
+
+
+def _keras_adam_numpy(params, grads_sequence, lr=1e-3, b1=0.9, b2=0.999, epsilon=1e-7):
+    """Keras 3's Adam.update_step, float64: the bias correction folded into the step size and
+    epsilon added to sqrt(v), not to sqrt(v_hat)."""
+    params = [np.asarray(p, np.float64).copy() for p in params]
+    ms = [np.zeros_like(p) for p in params]
+    vs = [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_sequence, start=1):
+        alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+        for p, m, v, g in zip(params, ms, vs, grads, strict=True):
+            m += (g - m) * (1 - b1)
+            v += (np.square(g) - v) * (1 - b2)
+            p -= m * alpha / (np.sqrt(v) + epsilon)
+    return params
+
+
+def test_keras_adam_first_step_by_hand():
+    opt = from_optax(keras_adam(1e-3))
+    params = jnp.zeros(3)
+    grads = jnp.array([0.5, -2.0, 1e-6])
+    new, _ = opt.apply(params, grads, opt.init(params))
+    # m = 0.1 g, v = 0.001 g^2, alpha = lr sqrt(0.001) / 0.1: the step is
+    # lr * sqrt(0.001) * g / (sqrt(0.001) |g| + 1e-7).
+    root = np.sqrt(0.001)
+    expected = [-1e-3 * root * 0.5 / (root * 0.5 + 1e-7), 1e-3 * root * 2 / (root * 2 + 1e-7)]
+    # For a tiny gradient epsilon dominates: Keras moves 2.4e-4, optax.adam (eps on sqrt(v_hat))
+    # would move 9.1e-4.
+    expected.append(-1e-3 * root * 1e-6 / (root * 1e-6 + 1e-7))
+    np.testing.assert_allclose(np.asarray(new), expected, rtol=1e-5)
+    optax_adam = from_optax(optax.adam(1e-3, eps=1e-7))
+    other, _ = optax_adam.apply(params, grads, optax_adam.init(params))
+    assert abs(float(other[2]) - expected[2]) > 5e-4  # the test tells the two rules apart
+
+
+def test_keras_adam_matches_hand_written_update_over_several_steps():
+    rng = np.random.default_rng(1)
+    shapes = [(5, 3), (3,)]
+    params = [(rng.normal(size=s) * 1e-3).astype(np.float32) for s in shapes]
+    grads_sequence = [
+        [(rng.normal(size=s) * scale).astype(np.float32) for s in shapes]
+        for scale in (1.0, 0.1, 3.0, 1e-3, 0.5, 1e-6, 2.0, 0.01, 1e-7, 1.0)
+    ]
+    opt = make_optimizer("adam", 1e-3)
+    current = [jnp.asarray(p) for p in params]
+    state = opt.init(current)
+    for grads in grads_sequence:
+        current, state = opt.apply(current, [jnp.asarray(g) for g in grads], state)
+    expected = _keras_adam_numpy(params, grads_sequence)
+    for got, want, start in zip(current, expected, params, strict=True):
+        assert np.abs(want - start).min() > 1e-5  # every weight moved
+        np.testing.assert_allclose(np.asarray(got) - start, want - start, rtol=2e-5, atol=1e-9)
 
 
 def test_adam_first_step_moves_each_weight_by_about_lr():

@@ -18,9 +18,9 @@ from _synthetic import synthetic_mnist
 
 from jaxmnist.config import PRESETS
 from jaxmnist.data.cache import cache_path
-from jaxmnist.engine import TrainState, make_train_step
 from jaxmnist.model import chapter_model, init_params
 from jaxmnist.optim import make_optimizer
+from jaxmnist.step import TrainState, make_train_step
 
 EPSILON = 1e-7
 STEPS = 20

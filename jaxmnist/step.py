@@ -1,0 +1,92 @@
+"""The jit-compiled pieces of training: the initial state, the training step and evaluation."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmnist import losses
+from jaxmnist.data.arrays import preprocess
+from jaxmnist.model import ModelSpec, Params, init_params, logits
+from jaxmnist.optim import Optimizer
+
+
+class TrainState(NamedTuple):
+    params: Params
+    opt_state: Any
+
+
+class StepMetrics(NamedTuple):
+    loss: jax.Array  # mean loss over the batch's real samples
+    correct: jax.Array  # number of real samples classified right
+    count: jax.Array  # number of real samples (smaller than B only in a padded last batch)
+
+
+def init_state(key: jax.Array, spec: ModelSpec, init: str, optimizer: Optimizer) -> TrainState:
+    """Initial parameters from `key` and the optimizer's initial state."""
+    params = init_params(key, spec, init)
+    return TrainState(params, optimizer.init(params))
+
+
+def make_train_step(
+    spec: ModelSpec, optimizer: Optimizer, loss: str = "logits", precision: str = "float32"
+):
+    """(state, images, labels, valid=None) -> (state, StepMetrics): gradient, update and metrics.
+
+    `images` are uint8 [B, 784]; `valid` (bool [B]) masks the padding of a ragged last batch.
+    """
+
+    def loss_fn(params, images, labels, valid):
+        z = logits(params, preprocess(images), spec, precision)  # [B, 10]
+        per_sample = losses.per_sample_loss(z, labels, loss)
+        hits = losses.correct(z, labels)
+        if valid is None:
+            return jnp.mean(per_sample), (jnp.sum(hits), jnp.float32(per_sample.shape[0]))
+        weight = valid.astype(jnp.float32)
+        count = jnp.sum(weight)
+        return jnp.sum(per_sample * weight) / count, (jnp.sum(hits * weight), count)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, images, labels, valid=None):
+        (mean_loss, (n_correct, count)), grads = grad_fn(state.params, images, labels, valid)
+        params, opt_state = optimizer.apply(state.params, grads, state.opt_state)
+        return TrainState(params, opt_state), StepMetrics(mean_loss, n_correct, count)
+
+    return train_step
+
+
+@functools.lru_cache(maxsize=16)
+def make_evaluate(spec: ModelSpec, loss: str = "logits", precision: str = "float32"):
+    """A jitted (params, images, labels) -> (mean loss, accuracy) over a whole set at once.
+
+    Cached, so evaluating after every epoch or once per run compiles once per shape.
+    """
+
+    @jax.jit
+    def run(params, images, labels):
+        z = logits(params, preprocess(images), spec, precision)
+        return jnp.mean(losses.per_sample_loss(z, labels, loss)), losses.accuracy(z, labels)
+
+    return run
+
+
+def evaluate(
+    params: Params,
+    images,
+    labels,
+    spec: ModelSpec,
+    loss: str = "logits",
+    precision: str = "float32",
+    device: jax.Device | None = None,
+) -> tuple[float, float]:
+    """Loss and accuracy of `params` on uint8 images, as the chapter's `model.evaluate`."""
+    run = make_evaluate(spec, loss, precision)
+    images = np.asarray(images).reshape(len(images), -1)
+    images, labels = jax.device_put((images, np.asarray(labels, np.int32)), device)
+    mean_loss, acc = run(params, images, labels)
+    return float(mean_loss), float(acc)
