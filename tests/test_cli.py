@@ -545,3 +545,18 @@ def test_metrics_out_to_a_pipe_nobody_reads_is_refused_not_waited_on(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     line = _assert_one_line_error(result.stderr)
     assert "a pipe that nobody reads" in line and str(pipe) in line
+
+
+def test_report_needs_checkpoints(tmp_path):
+    code, _, err = _main(["--report", "--no-checkpoint", *FAST])
+    assert code == 2
+    assert _assert_one_line_error(err).endswith("--report needs checkpoints: drop --no-checkpoint")
+
+
+def test_report_flag_writes_the_report_after_the_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    directory = tmp_path / "ckpt"
+    code, out, err = _main(["--epochs", "1", *FAST, "--checkpoint-dir", str(directory), "--report"])
+    assert code == 0, err
+    assert out.splitlines()[-1] == f"report: {directory / 'report' / 'report.html'}"
+    assert (directory / "report" / "report.html").stat().st_size > 10_000
