@@ -45,6 +45,16 @@ def integer(text: str) -> int:
     return int(text)
 
 
+def device_count(text: str) -> int | str:
+    """An argparse type for a device count: a positive integer, or "all"."""
+    if text == "all":
+        return text
+    count = integer(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or all, got {text!r}")
+    return count
+
+
 def number(text: str) -> float:
     """An argparse type for a decimal number; the library checks its range."""
     try:

@@ -92,12 +92,51 @@ def resolve_device(name: str = "auto"):
         ) from None
 
 
-def prepare(name: str = "auto", *, compile_cache: bool = True):
-    """What the command line does before jax starts: CPU flags, the compile cache, the device."""
+def prepare(name: str = "auto", *, compile_cache: bool = True, count: int | str = 1):
+    """What the command line does before jax starts: CPU flags, the compile cache, then the
+    device (`count` 1) or the mesh of `count` devices ("all": every one of the platform)."""
     tune_xla_cpu()
     if compile_cache:
         enable_compile_cache()
-    return resolve_device(name)
+    if count != 1 and name in ("auto", "cpu") and not _sees_gpu_plugin(name):
+        simulate_cpu_devices(count)
+    device = resolve_device(name)
+    return device if count == 1 else data_mesh(device.platform, count)
+
+
+def simulate_cpu_devices(count: int | str) -> None:
+    """N CPU devices for `devices` N on a CPU: for trying and testing data parallelism, not for
+    speed (they share the same cores). Must run before jax starts its CPU backend."""
+    import jax
+
+    if count != "all":
+        jax.config.update("jax_num_cpu_devices", int(count))
+
+
+def _sees_gpu_plugin(name: str) -> bool:
+    if name == "cpu":
+        return False
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_rocm60_plugin"))
+
+
+def data_mesh(platform: str, count: int | str):
+    """A one-axis ("data") mesh over the first `count` devices of `platform`, or DeviceError."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    available = jax.devices(platform)
+    wanted = len(available) if count == "all" else int(count)
+    if wanted > len(available):
+        raise DeviceError(
+            f"`devices` {wanted}: jax sees {len(available)} {platform} device(s) here: "
+            f"pass `devices` {len(available)} or fewer, or `devices` all"
+        )
+    # Auto axes: XLA partitions the step from the batch's sharding alone (the hand-written
+    # backward product in model.dense fails under Explicit axes).
+    return Mesh(np.array(available[:wanted]), ("data",))
 
 
 def _gpu_backend_failure() -> str | None:

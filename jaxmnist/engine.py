@@ -12,6 +12,7 @@ The host reads metrics from the device once per dispatch, never per step.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -19,14 +20,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmnist.batches import batches, epoch_key, epoch_order, hold_out, num_batches
 from jaxmnist.callbacks import Callback, EpochResult
 from jaxmnist.config import TrainConfig
-from jaxmnist.errors import Interrupted, TrainingDiverged
+from jaxmnist.errors import Interrupted, TrainingDiverged, UsageError
 from jaxmnist.model import chapter_model
 from jaxmnist.optim import make_optimizer
-from jaxmnist.step import StepMetrics, TrainState, make_evaluate, make_train_step
+from jaxmnist.step import (
+    StepMetrics,
+    TrainState,
+    make_evaluate,
+    make_train_step,
+    place_for_evaluation,
+)
 
 Dispatches = Iterator[tuple[TrainState, StepMetrics]]
 
@@ -34,11 +43,21 @@ Dispatches = Iterator[tuple[TrainState, StepMetrics]]
 class _ScanLoop:
     """Epochs as jitted lax.scan dispatches over the training set held on the device."""
 
-    def __init__(self, train_step, images, labels, config: TrainConfig, device):
+    def __init__(self, train_step, images, labels, config: TrainConfig, device, mesh=None):
         n, batch_size = len(images), config.batch_size
         self.steps = num_batches(n, batch_size)
         padded = self.steps * batch_size
-        self.data = jax.device_put((images, labels), device)
+        if mesh is None:
+            self.data = jax.device_put((images, labels), device)
+            rows, split = batch_size, lambda x: x
+        else:
+            # Every device holds the whole (uint8) training set; each step's batch is split
+            # over the "data" axis, padded to a multiple of the device count and masked, so
+            # `batch_size` stays the global batch and every count trains the same model.
+            self.data = jax.device_put((images, labels), NamedSharding(mesh, P()))
+            rows = -(-batch_size // mesh.size) * mesh.size
+            by_row = NamedSharding(mesh, P("data"))
+            split = functools.partial(lax.with_sharding_constraint, shardings=by_row)
 
         @jax.jit
         def order_fn(key):
@@ -49,7 +68,11 @@ class _ScanLoop:
             def body(state, step):
                 index = lax.dynamic_slice_in_dim(order, step * batch_size, batch_size)
                 valid = step * batch_size + jnp.arange(batch_size) < n
-                return train_step(state, images[index], labels[index], valid)
+                if rows != batch_size:
+                    index = jnp.pad(index, (0, rows - batch_size))
+                    valid = jnp.pad(valid, (0, rows - batch_size))
+                batch = split((images[index], labels[index], valid))
+                return train_step(state, *batch)
 
             return lax.scan(body, state, first_step + jnp.arange(num_steps, dtype=jnp.int32))
 
@@ -66,9 +89,11 @@ class _ScanLoop:
 
 
 class _BatchLoop:
-    """Epochs as one jitted call per batch from the chapter's batch iterator."""
+    """Epochs as one jitted call per batch from the chapter's batch iterator (one device)."""
 
-    def __init__(self, train_step, images, labels, config: TrainConfig, device):
+    def __init__(self, train_step, images, labels, config: TrainConfig, device, mesh=None):
+        if mesh is not None and mesh.size > 1:
+            raise UsageError("`loop` batch runs on one device: use `loop` scan to train on several")
         self.images, self.labels, self.device = images, labels, device
         self.batch_size, self.shuffle = config.batch_size, config.shuffle
         self.steps = num_batches(len(images), config.batch_size)
@@ -107,6 +132,7 @@ def fit(
     start_epoch: int = 0,
     callbacks: Sequence[Callback] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, list[EpochResult]]:
     """Trains epochs start_epoch+1 .. config.epochs; returns the final state and their results.
 
@@ -115,6 +141,9 @@ def fit(
 
     With `config.validation_split`, the last part of `images` is held out (`batches.hold_out`)
     and evaluated on the device after every epoch: `val_loss` and `val_accuracy` in its result.
+
+    With a `mesh` (one "data" axis), each step's batch is split over its devices and the
+    state is replicated on all of them (synchronous data parallelism); `device` is then unused.
 
     Raises TrainingDiverged at the end of the dispatch whose loss was NaN or Inf, and Interrupted
     when `should_stop()` turns true (checked before each epoch and after each dispatch but an
@@ -127,14 +156,14 @@ def fit(
     (images, labels), held_out = hold_out(
         images, np.asarray(labels, np.int32), config.validation_split
     )
-    loop = _LOOPS[config.loop](train_step, images, labels, config, device)
+    loop = _LOOPS[config.loop](train_step, images, labels, config, device, mesh)
     validation = None
     if held_out is not None:
         # Held on the device once; each epoch's evaluation is one dispatch and one read.
-        validation = jax.device_put(held_out, device)
+        validation = place_for_evaluation(*held_out, device, mesh)
         evaluate_fn = make_evaluate(spec, config.loss, config.precision)
     per_dispatch = min(config.steps_per_dispatch or loop.steps, loop.steps)
-    state = jax.device_put(state, device)
+    state = jax.device_put(state, device if mesh is None else NamedSharding(mesh, P()))
 
     results = []
     for epoch in range(start_epoch, config.epochs):

@@ -41,11 +41,13 @@ class _History(Callback):
     def __init__(self, history: list, directory: Path | None, config, data_key, fingerprint):
         self.history, self.directory = history, directory
         self.config, self.data_key, self.fingerprint = config, data_key, fingerprint
+        self.devices = 1
 
     def save(self, state: TrainState, epoch: int) -> None:
         if self.directory is not None:
             arrays = ckpt.flatten_tree(resuming.checkpoint_tree(state, self.data_key))
             meta = resuming.checkpoint_meta(epoch, self.config, self.fingerprint, self.history)
+            meta.update(devices=self.devices, processes=1)
             ckpt.save_checkpoint(self.directory, arrays, meta)
 
     def on_epoch_end(self, result: EpochResult, state: TrainState) -> None:
@@ -64,8 +66,13 @@ def train_and_evaluate(
     callbacks: Sequence[Callback] = (),
     should_stop: Callable[[], bool] = lambda: False,
     on_resume: Callable[[int], None] = lambda epoch: None,
+    mesh=None,
 ) -> RunResult:
-    """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1]."""
+    """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1].
+
+    With a `mesh` (see `devices.data_mesh`), training and the evaluation run data-parallel on
+    its devices; the checkpoints record how many, and resume on any count.
+    """
     (x_train, y_train), (x_test, y_test) = data
     validate(config, train_size=len(x_train))
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -89,6 +96,7 @@ def train_and_evaluate(
         on_resume(start_epoch)
 
     recorder = _History(history, directory, config, data_key, fingerprint)
+    recorder.devices = 1 if mesh is None else mesh.size
     if not resume:
         recorder.save(state, 0)  # so that an interruption in epoch 1 is resumable too
     try:
@@ -102,6 +110,7 @@ def train_and_evaluate(
             start_epoch=start_epoch,
             callbacks=[*callbacks, recorder],
             should_stop=should_stop,
+            mesh=mesh,
         )
     except TrainingDiverged as error:
         if directory is None:
@@ -111,6 +120,6 @@ def train_and_evaluate(
             f"(epoch {len(history)}) in {directory}"
         ) from None
     test_loss, test_accuracy = evaluate(
-        state.params, x_test, y_test, spec, config.loss, config.precision, device
+        state.params, x_test, y_test, spec, config.loss, config.precision, device, mesh
     )
     return RunResult(state, history, test_loss, test_accuracy)

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmnist import losses
 from jaxmnist.data.arrays import preprocess
@@ -62,17 +64,41 @@ def make_train_step(
 
 @functools.lru_cache(maxsize=16)
 def make_evaluate(spec: ModelSpec, loss: str = "logits", precision: str = "float32"):
-    """A jitted (params, images, labels) -> (mean loss, accuracy) over a whole set at once.
+    """A jitted (params, images, labels[, valid]) -> (mean loss, accuracy) over a whole set.
 
-    Cached, so evaluating after every epoch or once per run compiles once per shape.
+    Cached, so evaluating after every epoch or once per run compiles once per shape. `valid`
+    masks the rows that pad a set split over several devices.
     """
 
     @jax.jit
-    def run(params, images, labels):
+    def run(params, images, labels, valid=None):
         z = logits(params, preprocess(images), spec, precision)
-        return jnp.mean(losses.per_sample_loss(z, labels, loss)), losses.accuracy(z, labels)
+        per_sample = losses.per_sample_loss(z, labels, loss)
+        if valid is None:
+            return jnp.mean(per_sample), losses.accuracy(z, labels)
+        weight = valid.astype(jnp.float32)
+        right = losses.correct(z, labels).astype(jnp.float32)
+        return jnp.sum(per_sample * weight) / jnp.sum(weight), jnp.sum(right * weight) / jnp.sum(
+            weight
+        )
 
     return run
+
+
+def place_for_evaluation(images, labels, device=None, mesh=None) -> tuple:
+    """uint8 images and labels on `device`, or split over `mesh`'s "data" axis: padded to a
+    multiple of its size, with the `valid` mask that `make_evaluate`'s function then takes."""
+    images = np.asarray(images).reshape(len(images), -1)
+    labels = np.asarray(labels, np.int32)
+    if mesh is None:
+        return jax.device_put((images, labels), device)
+    n = len(images)
+    rows = -(-n // mesh.size) * mesh.size
+    valid = np.arange(rows) < n
+    images, labels = (
+        np.pad(x, [(0, rows - n)] + [(0, 0)] * (x.ndim - 1)) for x in (images, labels)
+    )
+    return jax.device_put((images, labels, valid), NamedSharding(mesh, P("data")))
 
 
 def evaluate(
@@ -83,10 +109,10 @@ def evaluate(
     loss: str = "logits",
     precision: str = "float32",
     device: jax.Device | None = None,
+    mesh=None,
 ) -> tuple[float, float]:
-    """Loss and accuracy of `params` on uint8 images, as the chapter's `model.evaluate`."""
+    """Loss and accuracy of `params` on uint8 images, as the chapter's `model.evaluate`; with a
+    `mesh`, computed with the images split over its devices."""
     run = make_evaluate(spec, loss, precision)
-    images = np.asarray(images).reshape(len(images), -1)
-    images, labels = jax.device_put((images, np.asarray(labels, np.int32)), device)
-    mean_loss, acc = run(params, images, labels)
+    mean_loss, acc = run(params, *place_for_evaluation(images, labels, device, mesh))
     return float(mean_loss), float(acc)

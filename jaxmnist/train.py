@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxmnist._cli import OneLineParser, as_flags, integer, number, path, run_main
+from jaxmnist._cli import OneLineParser, as_flags, device_count, integer, number, path, run_main
 from jaxmnist.config import CHOICES, PRESETS, TrainConfig, validate
 from jaxmnist.devices import DEVICE_CHOICES
 from jaxmnist.errors import Interrupted, UsageError
@@ -53,6 +53,11 @@ CONFIG_FLAGS = {
 }
 EXECUTION_FLAGS = {
     "device": (DEVICE_CHOICES, "where to train (default auto: a GPU if jax sees one)"),
+    "devices": (
+        device_count,
+        "train data-parallel on N local devices of --device, or all (default 1); the batch "
+        "stays the global batch. On a CPU, N simulated devices: for trying it, not for speed",
+    ),  # fmt: skip
     "loop": (CHOICES["loop"], "scan: epochs run on the device (fast); batch: one call per batch"),
     "precision": (CHOICES["precision"], "bfloat16: bf16 matrix products, float32 accumulation"),
     "steps_per_dispatch": (integer, "steps per device call in the scan loop (0: auto)"),
@@ -136,7 +141,10 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     try:
         from jaxmnist import devices
 
-        device = devices.prepare(args.device or "auto", compile_cache=not args.no_compile_cache)
+        device = devices.prepare(
+            args.device or "auto", compile_cache=not args.no_compile_cache, count=args.devices or 1
+        )
+        mesh, device = (None, device) if args.devices in (None, 1) else (device, None)
 
         from jax.errors import JaxRuntimeError
 
@@ -148,7 +156,11 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         data = jaxmnist.data.load_mnist(args.data_dir)
         validate(config, train_size=len(data[0][0]))
         metrics.write(
-            event="start", system="jaxmnist", device=device.platform, config=config.to_dict()
+            event="start",
+            system="jaxmnist",
+            device=(device or mesh.devices.flat[0]).platform,
+            devices=1 if mesh is None else mesh.size,
+            config=config.to_dict(),
         )
         records = EpochRecords(metrics, config.epochs)
         printers = [] if args.quiet else run_output(config, live=live, log_every=args.log_every)
@@ -161,6 +173,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
                 resume=args.resume,
                 callbacks=[records, *printers],
                 should_stop=stop,
+                mesh=mesh,
                 on_resume=lambda epoch: print(
                     f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
                 ),
@@ -168,7 +181,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         except JaxRuntimeError as error:
             epochs = finished_epochs(checkpoint_dir)
             kept = f"; epoch {epochs}, the last finished, is kept in {checkpoint_dir}"
-            raise devices.device_failure(error, device, kept if epochs else "") from None
+            where = device or mesh.devices.flat[0]
+            raise devices.device_failure(error, where, kept if epochs else "") from None
         metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
         failed = False
     except Interrupted as interruption:

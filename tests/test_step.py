@@ -95,3 +95,21 @@ def test_evaluate_compiles_once_for_every_call_on_the_same_shapes():
     assert first == again
     assert run is make_evaluate(spec, "logits", "float32")
     assert run._cache_size() == 1  # one compiled program served both calls
+
+
+@pytest.mark.parametrize("loss", ["logits", "probs"])
+def test_masked_evaluation_ignores_the_padding_rows(loss):
+    # A set split over several devices is padded to a multiple of their count; the padding
+    # (here 5 rows of other images with wrong labels) must not count.
+    spec = chapter_model(32)
+    params = _trained_params()
+    run = make_evaluate(spec, loss)
+    images = np.asarray(X_TEST).reshape(len(X_TEST), -1)
+    padded = np.concatenate([images, images[:5]])
+    wrong = np.concatenate([Y_TEST, (Y_TEST[:5] + 1) % 10]).astype(np.int32)
+    valid = np.arange(len(padded)) < len(images)
+    masked = run(params, padded, wrong, valid)
+    plain = run(params, images, Y_TEST.astype(np.int32))
+    np.testing.assert_allclose(np.asarray(masked), np.asarray(plain), rtol=1e-6)
+    unmasked = run(params, padded, wrong)
+    assert float(unmasked[1]) != pytest.approx(float(plain[1]), abs=1e-9)
