@@ -93,15 +93,19 @@ def resolve_device(name: str = "auto"):
 
 
 def prepare(name: str = "auto", *, compile_cache: bool = True, count: int | str = 1):
-    """What the command line does before jax starts: CPU flags, the compile cache, then the
-    device (`count` 1) or the mesh of `count` devices ("all": every one of the platform)."""
+    """What the command line does before jax starts: CPU flags, the compile cache, then
+    (device, mesh): the device, and for `count` > 1 ("all": every one of the platform) a mesh of
+    that many devices, the device being its first; mesh None for one device."""
     tune_xla_cpu()
     if compile_cache:
         enable_compile_cache()
     if count != 1 and name in ("auto", "cpu") and not _sees_gpu_plugin(name):
         simulate_cpu_devices(count)
     device = resolve_device(name)
-    return device if count == 1 else data_mesh(device.platform, count)
+    if count == 1:
+        return device, None
+    mesh = data_mesh(device.platform, count)
+    return mesh.devices.flat[0], mesh
 
 
 def simulate_cpu_devices(count: int | str) -> None:

@@ -145,6 +145,12 @@ def finished_epochs(directory: Path | None) -> int:
         return 0
 
 
+def kept_note(directory: Path | None) -> str:
+    """ "; epoch N, the last finished, is kept in DIR" for a failed run's message, or ""."""
+    epochs = finished_epochs(directory)
+    return f"; epoch {epochs}, the last finished, is kept in {directory}" if epochs else ""
+
+
 def resume_hint(directory: Path | None) -> str:
     """What a stopped run leaves to resume from, as the end of its one-line message."""
     if directory is None:

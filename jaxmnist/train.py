@@ -19,10 +19,8 @@ from jaxmnist.stopping import StopFlag
 
 PREFIX = "jaxmnist.train"
 DESCRIPTION = """\
-Train the MLP of 'Deep Learning with Python', chapter 2, on MNIST with JAX.
-
-Presets, as the book's 2nd edition (keras, naive) and 3rd edition (keras3, naive3) have them;
-every setting can be overridden by its flag:
+Train the MLP of 'Deep Learning with Python', chapter 2, on MNIST with JAX. Presets, as the
+book's 2nd (keras, naive) and 3rd edition (keras3, naive3) have them; flags override each setting:
   keras   Dense(512, relu) -> Dense(10, softmax), Glorot init, RMSprop (Keras 3's, lr 1e-3),
           shuffled batches of 128, 5 epochs. Prints Keras's progress bar. (default)
   keras3  The same model compiled with Keras 3's Adam (lr 1e-3).
@@ -141,16 +139,15 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     try:
         from jaxmnist import devices
 
-        device = devices.prepare(
+        device, mesh = devices.prepare(
             args.device or "auto", compile_cache=not args.no_compile_cache, count=args.devices or 1
         )
-        mesh, device = (None, device) if args.devices in (None, 1) else (device, None)
 
         from jax.errors import JaxRuntimeError
 
         import jaxmnist.data
         from jaxmnist.progress import run_output
-        from jaxmnist.resume import finished_epochs, resume_hint
+        from jaxmnist.resume import kept_note, resume_hint
         from jaxmnist.runner import train_and_evaluate
 
         data = jaxmnist.data.load_mnist(args.data_dir)
@@ -158,8 +155,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         metrics.write(
             event="start",
             system="jaxmnist",
-            device=(device or mesh.devices.flat[0]).platform,
-            devices=1 if mesh is None else mesh.size,
+            device=device.platform,
+            devices=mesh.size if mesh else 1,
             config=config.to_dict(),
         )
         records = EpochRecords(metrics, config.epochs)
@@ -179,10 +176,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
                 ),
             )
         except JaxRuntimeError as error:
-            epochs = finished_epochs(checkpoint_dir)
-            kept = f"; epoch {epochs}, the last finished, is kept in {checkpoint_dir}"
-            where = device or mesh.devices.flat[0]
-            raise devices.device_failure(error, where, kept if epochs else "") from None
+            raise devices.device_failure(error, device, kept_note(checkpoint_dir)) from None
         metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
         failed = False
     except Interrupted as interruption:
