@@ -6,8 +6,10 @@ Everything here runs before jax starts a backend or wraps errors a backend raise
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from jaxmnist._fs import cache_home
+from jaxmnist.cluster import SINGLE, Cluster
 from jaxmnist.errors import DeviceError, one_line
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
@@ -92,20 +94,29 @@ def resolve_device(name: str = "auto"):
         ) from None
 
 
-def prepare(name: str = "auto", *, compile_cache: bool = True, count: int | str = 1):
-    """What the command line does before jax starts: CPU flags, the compile cache, then
-    (device, mesh): the device, and for `count` > 1 ("all": every one of the platform) a mesh of
-    that many devices, the device being its first; mesh None for one device."""
+def prepare(
+    name: str = "auto",
+    *,
+    compile_cache: bool = True,
+    count: int | str = 1,
+    start_processes: Callable[[], Cluster] = lambda: SINGLE,
+):
+    """What the command line does before jax starts: CPU flags, the compile cache, jax's
+    processes (`start_processes`, see `cluster.start`), then (device, mesh, cluster): this
+    process's device, and a mesh of `count` devices per process ("all": every local one of the
+    platform) when that makes more than one, the device being its first local one; mesh None for
+    one device."""
     tune_xla_cpu()
     if compile_cache:
         enable_compile_cache()
     if count != 1 and name in ("auto", "cpu") and not _sees_gpu_plugin(name):
         simulate_cpu_devices(count)
+    cluster = start_processes()
     device = resolve_device(name)
-    if count == 1:
-        return device, None
+    if count == 1 and cluster.count == 1:
+        return device, None, cluster
     mesh = data_mesh(device.platform, count)
-    return mesh.devices.flat[0], mesh
+    return mesh.local_devices[0], mesh, cluster
 
 
 def simulate_cpu_devices(count: int | str) -> None:
@@ -126,21 +137,26 @@ def _sees_gpu_plugin(name: str) -> bool:
 
 
 def data_mesh(platform: str, count: int | str):
-    """A one-axis ("data") mesh over the first `count` devices of `platform`, or DeviceError."""
+    """A one-axis ("data") mesh over the first `count` local devices of `platform` in every
+    process (one process: its first `count`), or DeviceError."""
     import jax
     import numpy as np
     from jax.sharding import Mesh
 
-    available = jax.devices(platform)
+    available = jax.local_devices(backend=platform)
     wanted = len(available) if count == "all" else int(count)
     if wanted > len(available):
         raise DeviceError(
             f"`devices` {wanted}: jax sees {len(available)} {platform} device(s) here: "
             f"pass `devices` {len(available)} or fewer, or `devices` all"
         )
+    by_process: dict[int, list] = {}
+    for device in jax.devices(platform):  # never index by device.id: process 1's start at 2048
+        by_process.setdefault(device.process_index, []).append(device)
+    chosen = [d for p in sorted(by_process) for d in by_process[p][:wanted]]
     # Auto axes: XLA partitions the step from the batch's sharding alone (the hand-written
     # backward product in model.dense fails under Explicit axes).
-    return Mesh(np.array(available[:wanted]), ("data",))
+    return Mesh(np.array(chosen), ("data",))
 
 
 def _gpu_backend_failure() -> str | None:

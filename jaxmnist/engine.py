@@ -32,9 +32,12 @@ from jaxmnist.optim import make_optimizer
 from jaxmnist.step import (
     StepMetrics,
     TrainState,
+    fetch,
+    global_array,
     make_evaluate,
     make_train_step,
     place_for_evaluation,
+    replicate,
 )
 
 Dispatches = Iterator[tuple[TrainState, StepMetrics]]
@@ -54,12 +57,14 @@ class _ScanLoop:
             # Every device holds the whole (uint8) training set; each step's batch is split
             # over the "data" axis, padded to a multiple of the device count and masked, so
             # `batch_size` stays the global batch and every count trains the same model.
-            self.data = jax.device_put((images, labels), NamedSharding(mesh, P()))
+            self.data = tuple(global_array(x, NamedSharding(mesh, P())) for x in (images, labels))
             rows = -(-batch_size // mesh.size) * mesh.size
             by_row = NamedSharding(mesh, P("data"))
             split = functools.partial(lax.with_sharding_constraint, shardings=by_row)
 
-        @jax.jit
+        @functools.partial(
+            jax.jit, out_shardings=None if mesh is None else NamedSharding(mesh, P())
+        )
         def order_fn(key):
             order = epoch_order(key if config.shuffle else None, n)
             return jnp.pad(order, (0, padded - n))  # padding rows are masked out below
@@ -163,7 +168,7 @@ def fit(
         validation = place_for_evaluation(*held_out, device, mesh)
         evaluate_fn = make_evaluate(spec, config.loss, config.precision)
     per_dispatch = min(config.steps_per_dispatch or loop.steps, loop.steps)
-    state = jax.device_put(state, device if mesh is None else NamedSharding(mesh, P()))
+    state = jax.device_put(state, device) if mesh is None else replicate(state, mesh)
 
     results = []
     for epoch in range(start_epoch, config.epochs):
@@ -179,7 +184,7 @@ def fit(
                 raise Interrupted(epoch + 1, tracker.done)
         result = tracker.result()
         if validation is not None:
-            val_loss, val_accuracy = jax.device_get(evaluate_fn(state.params, *validation))
+            val_loss, val_accuracy = fetch(evaluate_fn(state.params, *validation))
             result.val_loss, result.val_accuracy = float(val_loss), float(val_accuracy)
         results.append(result)
         for callback in callbacks:
@@ -198,7 +203,7 @@ class _EpochTracker:
         self.batch_losses: list[float] = []
 
     def add(self, metrics: StepMetrics) -> None:
-        loss, correct, count = (np.asarray(x, np.float64) for x in jax.device_get(metrics))
+        loss, correct, count = (np.asarray(x, np.float64) for x in fetch(metrics))
         bad = np.flatnonzero(~np.isfinite(loss))
         if bad.size:
             step = self.done + int(bad[0])

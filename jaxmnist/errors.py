@@ -33,6 +33,10 @@ class ImageError(JaxmnistError):
     """A user's image could not be read, is too large to decode safely, or shows no digit."""
 
 
+class ClusterError(JaxmnistError):
+    """A multi-process run could not start, lost a process, or its processes disagree."""
+
+
 class TrainingDiverged(JaxmnistError):
     """The loss became NaN or Inf."""
 

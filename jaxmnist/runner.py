@@ -16,14 +16,16 @@ import numpy as np
 
 from jaxmnist import checkpoint as ckpt
 from jaxmnist import resume as resuming
+from jaxmnist.agreement import agreed
 from jaxmnist.callbacks import Callback, EpochResult, epoch_record
+from jaxmnist.cluster import SINGLE, Cluster
 from jaxmnist.config import TrainConfig, validate
 from jaxmnist.data.arrays import fingerprint as data_fingerprint
 from jaxmnist.engine import fit
 from jaxmnist.errors import TrainingDiverged
 from jaxmnist.model import chapter_model
 from jaxmnist.optim import make_optimizer
-from jaxmnist.step import TrainState, evaluate, init_state
+from jaxmnist.step import TrainState, evaluate, fetch, init_state
 
 
 @dataclass
@@ -36,19 +38,23 @@ class RunResult:
 
 class _History(Callback):
     """Records every finished epoch and, with a checkpoint directory, saves the state after it:
-    the state a resumed run restarts the next epoch from."""
+    the state a resumed run restarts the next epoch from. Of several processes, process 0 saves
+    and all of them learn whether it could."""
 
     def __init__(self, history: list, directory: Path | None, config, data_key, fingerprint):
         self.history, self.directory = history, directory
         self.config, self.data_key, self.fingerprint = config, data_key, fingerprint
-        self.devices = 1
+        self.devices, self.cluster = 1, SINGLE
 
     def save(self, state: TrainState, epoch: int) -> None:
         if self.directory is not None:
-            arrays = ckpt.flatten_tree(resuming.checkpoint_tree(state, self.data_key))
-            meta = resuming.checkpoint_meta(epoch, self.config, self.fingerprint, self.history)
-            meta.update(devices=self.devices, processes=1)
-            ckpt.save_checkpoint(self.directory, arrays, meta)
+            agreed(self.cluster, lambda: self.cluster.leader and self._write(state, epoch))
+
+    def _write(self, state: TrainState, epoch: int) -> None:
+        arrays = ckpt.flatten_tree(resuming.checkpoint_tree(fetch(state), self.data_key))
+        meta = resuming.checkpoint_meta(epoch, self.config, self.fingerprint, self.history)
+        meta.update(devices=self.devices, processes=self.cluster.count)
+        ckpt.save_checkpoint(self.directory, arrays, meta)
 
     def on_epoch_end(self, result: EpochResult, state: TrainState) -> None:
         self.history.append(epoch_record(result))
@@ -67,11 +73,15 @@ def train_and_evaluate(
     should_stop: Callable[[], bool] = lambda: False,
     on_resume: Callable[[int], None] = lambda epoch: None,
     mesh=None,
+    cluster: Cluster = SINGLE,
 ) -> RunResult:
     """Trains `config` on data[0] (from a checkpoint when `resume`), then evaluates on data[1].
 
     With a `mesh` (see `devices.data_mesh`), training and the evaluation run data-parallel on
-    its devices; the checkpoints record how many, and resume on any count.
+    its devices; the checkpoints record how many, and resume on any count. With several
+    processes (`cluster`, from `cluster.start`), each calls this with the same arguments; only
+    process 0 writes checkpoints, and a problem any of them meets at start-up or in a save is
+    raised in all.
     """
     (x_train, y_train), (x_test, y_test) = data
     validate(config, train_size=len(x_train))
@@ -88,15 +98,17 @@ def train_and_evaluate(
     state = jax.block_until_ready(init_state(init_key, spec, config.init, optimizer))
     start_epoch, history = 0, []
     if resume:
-        if directory is None:
-            raise resuming.no_checkpoint(directory)
-        state, data_key, start_epoch, history = resuming.restore(
-            directory, config, fingerprint, state
-        )
+
+        def restored():
+            if directory is None:
+                raise resuming.no_checkpoint(directory)
+            return resuming.restore(directory, config, fingerprint, state)
+
+        state, data_key, start_epoch, history = agreed(cluster, restored)
         on_resume(start_epoch)
 
     recorder = _History(history, directory, config, data_key, fingerprint)
-    recorder.devices = 1 if mesh is None else mesh.size
+    recorder.devices, recorder.cluster = 1 if mesh is None else mesh.size, cluster
     if not resume:
         recorder.save(state, 0)  # so that an interruption in epoch 1 is resumable too
     try:
