@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from jaxmnist._cli import OneLineParser, as_flags, device_count, integer, number, path, run_main
+from jaxmnist.cluster import detected_cluster
 from jaxmnist.config import CHOICES, PRESETS, TrainConfig, validate
 from jaxmnist.devices import DEVICE_CHOICES
 from jaxmnist.errors import Interrupted, UsageError
-from jaxmnist.metrics import EpochRecords, MetricsFile
 from jaxmnist.stopping import StopFlag
 
 PREFIX = "jaxmnist.train"
@@ -79,6 +79,22 @@ OUTPUT_FLAGS = {
         "(needs matplotlib: pip install 'jaxmnist[plots]')",
     ),  # fmt: skip
 }
+PROCESS_FLAGS = {
+    "coordinator": (path, "HOST:PORT of process 0, which serves there; every process gives it"),
+    "num_processes": (integer, "how many processes train together (one per host, usually)"),
+    "process_id": (integer, "this process's number, 0 to --num-processes - 1"),
+    "coordinator_timeout": (integer, "seconds to wait for every process to join (default 120)"),
+}
+PROCESS_TITLE = """several processes (jax.distributed; without these flags, SLURM's srun and
+Open MPI's mpirun are detected). Only process 0 prints and writes checkpoints and metrics"""
+METAVARS = {
+    "metrics_out": "FILE",
+    "validation_split": "F",
+    "coordinator": "HOST:PORT",
+    "num_processes": "P",
+    "process_id": "I",
+    "coordinator_timeout": "S",
+}
 RUN_FIELDS = ("loop", "precision", "steps_per_dispatch")  # execution flags kept in TrainConfig
 
 
@@ -95,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("training (defaults come from the preset)", CONFIG_FLAGS),
         ("execution", EXECUTION_FLAGS),
         ("data, checkpoints and output", OUTPUT_FLAGS),
+        (PROCESS_TITLE, PROCESS_FLAGS),
     ]:
         group = parser.add_argument_group(title)
         for name, (kind, text) in flags.items():
@@ -106,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
             elif isinstance(kind, tuple):
                 group.add_argument(flag, choices=kind, help=text)
             else:
-                metavar = {"metrics_out": "FILE", "validation_split": "F"}.get(name)
+                metavar = METAVARS.get(name)
                 group.add_argument(flag, type=kind, metavar=metavar, help=text)
     return parser
 
@@ -124,9 +141,10 @@ def config_from_args(args: argparse.Namespace, live: bool = False) -> TrainConfi
 
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
-    """One run as the flags describe it; returns the exit status."""
-    live = sys.stdout.isatty() and not args.quiet
-    config = config_from_args(args, live)
+    """One run as the flags describe it, in this process of however many; returns its status."""
+    # Several processes must dispatch alike (each dispatch ends in a collective): none is live.
+    several = args.coordinator is not None or detected_cluster()
+    config = config_from_args(args, live=sys.stdout.isatty() and not args.quiet and not several)
     if args.report:  # a missing matplotlib must fail before the training, not after it
         from jaxmnist.figures import require_matplotlib
 
@@ -134,58 +152,18 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     checkpoint_dir = None
     if not args.no_checkpoint:
         checkpoint_dir = Path(args.checkpoint_dir or f"runs/{config.preset}-seed{config.seed}")
-    metrics = MetricsFile(args.metrics_out)
-    records, failed = None, True  # failed until it finishes or is stopped on request
+    from jaxmnist import _session
+
     try:
-        from jaxmnist import devices
-
-        device, mesh = devices.prepare(
-            args.device or "auto", compile_cache=not args.no_compile_cache, count=args.devices or 1
-        )
-
-        from jax.errors import JaxRuntimeError
-
-        import jaxmnist.data
-        from jaxmnist.progress import run_output
-        from jaxmnist.resume import kept_note, resume_hint
-        from jaxmnist.runner import train_and_evaluate
-
-        data = jaxmnist.data.load_mnist(args.data_dir)
-        validate(config, train_size=len(data[0][0]))
-        metrics.write(
-            event="start",
-            system="jaxmnist",
-            device=device.platform,
-            devices=mesh.size if mesh else 1,
-            config=config.to_dict(),
-        )
-        records = EpochRecords(metrics, config.epochs)
-        printers = [] if args.quiet else run_output(config, live=live, log_every=args.log_every)
-        try:
-            result = train_and_evaluate(
-                config,
-                data,
-                device=device,
-                checkpoint_dir=checkpoint_dir,
-                resume=args.resume,
-                callbacks=[records, *printers],
-                should_stop=stop,
-                mesh=mesh,
-                on_resume=lambda epoch: print(
-                    f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
-                ),
-            )
-        except JaxRuntimeError as error:
-            raise devices.device_failure(error, device, kept_note(checkpoint_dir)) from None
-        metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
-        failed = False
+        result, data, leader = _session.run(args, config, checkpoint_dir, stop)
     except Interrupted as interruption:
-        failed = False  # a stop the user asked for: its records are the run's so far
+        from jaxmnist.resume import resume_hint
+
         hint = resume_hint(checkpoint_dir)
         print(f"\n{PREFIX}: {interruption}; {as_flags(hint)}", file=sys.stderr)
         return stop.exit_code
-    finally:
-        metrics.finish(failed, started=records is not None and records.started)
+    if not leader:
+        return 0
     # Keras's evaluate returns both; its bar names accuracy first, as here.
     print(f"test accuracy: {result.test_accuracy:.4f} - test loss: {result.test_loss:.4f}")
     if args.report:
@@ -201,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag(PREFIX)
     restore_signals = stop.install()  # from here on, Ctrl-C asks for a clean stop
     try:
-        return run_main(PREFIX, lambda: train(args, stop))
+        code = run_main(PREFIX, lambda: train(args, stop))
     finally:
         restore_signals()
+    from jaxmnist.agreement import leave_if_several
+
+    leave_if_several(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""What `python -m jaxmnist.train` does between its flags and its last line, in this process of
+however many: devices and processes started, data checked, the run, failures as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from jaxmnist import agreement, cluster
+from jaxmnist._cli import as_flags
+from jaxmnist.config import TrainConfig, validate
+from jaxmnist.errors import Interrupted, JaxmnistError
+from jaxmnist.metrics import EpochRecords, MetricsFile
+from jaxmnist.stopping import StopFlag
+
+
+def run(args: argparse.Namespace, config: TrainConfig, checkpoint_dir: Path | None, stop: StopFlag):
+    """(result, data, leader): the RunResult, the data it was evaluated on, and whether this
+    process is the one that reports (process 0). Raises Interrupted on a stop, agreed by all."""
+    group, metrics, records, failed = cluster.SINGLE, MetricsFile(None), None, True
+    if args.coordinator or cluster.detected_cluster():
+        cluster.quiet_native_logs()
+    try:
+        from jaxmnist import devices
+
+        device, mesh, group = devices.prepare(
+            args.device or "auto",
+            compile_cache=not args.no_compile_cache,
+            count=args.devices or 1,
+            start_processes=lambda: cluster.start(
+                args.coordinator,
+                args.num_processes,
+                args.process_id,
+                args.coordinator_timeout or 120,
+                give_up=_give_up,
+            ),
+        )
+
+        from jax.errors import JaxRuntimeError
+
+        from jaxmnist.data.arrays import fingerprint
+        from jaxmnist.progress import run_output
+        from jaxmnist.resume import kept_note
+        from jaxmnist.runner import train_and_evaluate
+
+        # Only process 0 writes the metrics file and prints the run; every process checks its
+        # data and all must agree that each one could start.
+        leader = group.leader
+        metrics = agreement.agreed(group, lambda: MetricsFile(args.metrics_out if leader else None))
+        data = agreement.agreed(group, lambda: _checked_data(args.data_dir, config))
+        data_id = fingerprint(*data[0], *data[1]) if group.count > 1 else None
+        agreement.check_same_run(group, {"config": config.to_dict(), "data": data_id})
+        metrics.write(
+            event="start",
+            system="jaxmnist",
+            device=device.platform,
+            devices=mesh.size if mesh else 1,
+            processes=group.count,
+            config=config.to_dict(),
+        )
+        records = EpochRecords(metrics, config.epochs)
+        quiet = args.quiet or not leader
+        live = sys.stdout.isatty() and not quiet and group.count == 1
+        printers = [] if quiet else run_output(config, live=live, log_every=args.log_every)
+        try:
+            result = train_and_evaluate(
+                config,
+                data,
+                fingerprint=data_id,
+                device=device,
+                checkpoint_dir=checkpoint_dir,
+                resume=args.resume,
+                callbacks=[records, *printers],
+                should_stop=stop if group.count == 1 else agreement.AgreedStop(group, stop),
+                mesh=mesh,
+                cluster=group,
+                on_resume=lambda epoch: (
+                    quiet
+                    or print(f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr)
+                ),
+            )
+        except JaxRuntimeError as error:
+            lost = agreement.lost_peer(group) if group.count > 1 else None
+            failure = lost or devices.device_failure(error, device)
+            raise type(failure)(f"{failure}{kept_note(checkpoint_dir)}") from None
+        metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
+        failed = False
+    except Interrupted:
+        failed = False  # a stop the user asked for: its records are the run's so far
+        raise
+    except JaxmnistError as error:
+        agreement.leave_last_words(group, error)  # for the peers, whose next collective fails
+        raise
+    finally:
+        metrics.finish(failed, started=records is not None and records.started)
+    return result, data, leader
+
+
+def _give_up(error: JaxmnistError) -> None:
+    from jaxmnist.train import PREFIX
+
+    print(f"{PREFIX}: error: {as_flags(str(error))}", file=sys.stderr, flush=True)
+    os._exit(error.exit_code)  # jax is still waiting in another thread: nothing else ends it
+
+
+def _checked_data(data_dir: str | None, config: TrainConfig):
+    import jaxmnist.data
+
+    data = jaxmnist.data.load_mnist(data_dir)
+    validate(config, train_size=len(data[0][0]))
+    return data
