@@ -264,3 +264,57 @@ def test_sweep_runs_tiny(tmp_path):
         assert row["samples_per_second"] > 0 and row["max_rss_mib"] > 0
         assert 0 <= row["test_accuracy"] <= 1
     assert (tmp_path / "sweep.json").exists() and (tmp_path / "sweep.md").exists()
+
+
+# --- scaling ---------------------------------------------------------------------------------
+
+
+def test_scaling_twins_run_one_devices_share_of_every_step():
+    from benchmarks import scaling
+
+    args = scaling.parse_args(["--devices", "1,3", "--processes", "2", "--train-samples", "1000"])
+    rows = scaling.configurations(args)
+    assert [(r["name"], r["parts"], r["twin"]) for r in rows] == [
+        ("1 process x 1 device(s)", 1, None),
+        # 128 / 3 rounds up to 43 images per device: the padded global batch of 129.
+        ("1 process x 3 device(s)", 3, (43, 334)),
+        ("2 processes x 1 device", 2, (64, 500)),
+    ]
+    # The twin takes as many steps as the run it stands for.
+    for row in rows[1:]:
+        batch, samples = row["twin"]
+        assert -(-samples // batch) == -(-1000 // 128)
+
+
+def test_scaling_summary_and_table_from_known_epochs():
+    from benchmarks import scaling
+
+    row = {"name": "1 process x 2 device(s)", "parts": 2}
+    runs = [{"status": "ok", "epochs": [2.0, 4.0, 3.0], "wall": 10.0}]
+    twins = [{"status": "ok", "epochs": [1.0, 1.5, 2.0], "wall": 5.0}]
+    summary = scaling._summary(row, runs, twins, samples=6000)
+    assert summary["epoch_median"] == 3.0 and summary["samples_per_second"] == 2000.0
+    assert summary["communication_share"] == pytest.approx(0.5)  # 1 - 1.5 / 3
+    one = {"name": "1 process x 1 device(s)", "status": "ok", "parts": 1, "epoch_median": 1.5}
+    one.update(epoch_min=1.5, epoch_max=1.5, samples_per_second=4000.0)
+    one.update(communication_share=math.nan)
+    machine = {"cpu": "test CPU", "cores": 2, "versions": {"jax": "0"}}
+    table = scaling.markdown([one, summary], machine, "cpu")
+    assert "| 1 process x 2 device(s) | 3.000 (2.000-4.000) | 2,000 | 0.50x | 50% |" in table
+    assert "not a speed-up" in table
+    failed = scaling._summary(row, [{"status": "failed", "reason": "exit [1]"}], [], 6000)
+    assert failed["status"] == "failed"
+
+
+@pytest.mark.integration
+def test_scaling_runs_tiny(tmp_path):
+    from benchmarks import scaling
+
+    argv = ["--devices", "1,2", "--processes", "2", "--train-samples", "1024", "--epochs", "2"]
+    rows = scaling.main([*argv, "--out", str(tmp_path)])
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"], rows
+    for row in rows:
+        assert row["epoch_median"] > 0 and row["samples_per_second"] > 0
+    for row in rows[1:]:
+        assert 0 <= row["communication_share"] <= 1 and row["compute_median"] > 0
+    assert (tmp_path / "scaling.md").exists() and (tmp_path / "scaling.json").exists()
