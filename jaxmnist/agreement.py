@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from jaxmnist.errors import ClusterError, Interrupted, JaxmnistError, one_line
 
 _PAYLOAD_BYTES = 4096  # one process's part of an exchange: JSON, utf-8, zero-padded
 _LAST_WORDS = "jaxmnist/last_words/"
+_LEFT = "jaxmnist/left/"
+_lost: set[int] = set()  # processes found lost, which will not say they left
+LEAVE_SECONDS = 10  # how long process 0 waits for the others to leave before it does
 
 
 def agree(cluster: Cluster, problem: BaseException | None = None) -> None:
@@ -167,6 +171,7 @@ def lost_peer(cluster: Cluster) -> JaxmnistError | None:
         lost = [0]  # no answer from the coordinator: process 0, which serves it, is gone
     if not lost:
         return None
+    _lost.update(lost)
     names = ", ".join(str(index) for index in lost)
     return ClusterError(
         f"process {names} of {cluster.count} was lost (it stopped answering): see its own "
@@ -185,4 +190,20 @@ def leave_if_several(code: int) -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    with contextlib.suppress(Exception):  # a coordinator already gone: nothing to wait for
+        _leave_in_order(jax.process_index(), jax.process_count())
     os._exit(code)
+
+
+def _leave_in_order(index: int, count: int) -> None:
+    """Process 0 leaves last: it serves the coordinator, and a process that finds it gone
+    before it has left is aborted by jax with a fatal error."""
+    client = _client()
+    if index != 0:
+        client.key_value_set(f"{_LEFT}{index}", "", True)
+        return
+    deadline = time.monotonic() + LEAVE_SECONDS
+    expected = count - 1 - len(_lost)
+    while len(client.key_value_dir_get(_LEFT)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # from saying it leaves to having left
