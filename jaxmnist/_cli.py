@@ -8,7 +8,10 @@ import re
 import sys
 from collections.abc import Callable
 
+from jaxmnist.config import MAX_SEED
 from jaxmnist.errors import JaxmnistError
+
+MAX_SEEDS = 4096  # a typo's bound: each seed holds its own model and optimizer state
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,6 +56,24 @@ def device_count(text: str) -> int | str:
     if count < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or all, got {text!r}")
     return count
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """An argparse type for several seeds: "0-9" -> 0..9, "0,3,7", or a mix ("0-3,7")."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part, re.ASCII)
+        if not match:
+            raise argparse.ArgumentTypeError(f"expected seeds like 0-9 or 0,3,7, got {text!r}")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first or last > MAX_SEED or last - first >= MAX_SEEDS:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a range of seeds from 0 to {MAX_SEED}"
+            )
+        seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds) or len(seeds) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"name each seed once, at most {MAX_SEEDS}: {text!r}")
+    return tuple(seeds)
 
 
 def number(text: str) -> float:

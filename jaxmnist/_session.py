@@ -12,14 +12,21 @@ from pathlib import Path
 from jaxmnist import agreement, cluster
 from jaxmnist._cli import as_flags
 from jaxmnist.config import TrainConfig, validate
-from jaxmnist.errors import Interrupted, JaxmnistError
+from jaxmnist.errors import Interrupted, JaxmnistError, UsageError
 from jaxmnist.metrics import EpochRecords, MetricsFile
 from jaxmnist.stopping import StopFlag
 
 
-def run(args: argparse.Namespace, config: TrainConfig, checkpoint_dir: Path | None, stop: StopFlag):
-    """(result, data, leader): the RunResult, the data it was evaluated on, and whether this
-    process is the one that reports (process 0). Raises Interrupted on a stop, agreed by all."""
+def run(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    checkpoint_dir: Path | None,
+    stop: StopFlag,
+    seeds: tuple[int, ...] = (),
+):
+    """(results, data, leader): a RunResult per seed of `seeds` (one, without them), the data
+    they were evaluated on, and whether this process is the one that reports (process 0).
+    Raises Interrupted on a stop, agreed by all processes."""
     group, metrics, records, failed = cluster.SINGLE, MetricsFile(None), None, True
     if args.coordinator or cluster.detected_cluster():
         cluster.quiet_native_logs()
@@ -66,27 +73,40 @@ def run(args: argparse.Namespace, config: TrainConfig, checkpoint_dir: Path | No
         live = sys.stdout.isatty() and not quiet and group.count == 1
         printers = [] if quiet else run_output(config, live=live, log_every=args.log_every)
         try:
-            result = train_and_evaluate(
-                config,
-                data,
-                fingerprint=data_id,
-                device=device,
-                checkpoint_dir=checkpoint_dir,
-                resume=args.resume,
-                callbacks=[records, *printers],
-                should_stop=stop if group.count == 1 else agreement.AgreedStop(group, stop),
-                mesh=mesh,
-                cluster=group,
-                on_resume=lambda epoch: (
-                    quiet
-                    or print(f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr)
-                ),
-            )
-        except JaxRuntimeError as error:
+            if seeds:
+                results = _train_seeds(args, config, data, seeds, checkpoint_dir, stop, records)
+            else:
+                one = train_and_evaluate(
+                    config,
+                    data,
+                    fingerprint=data_id,
+                    device=device,
+                    checkpoint_dir=checkpoint_dir,
+                    resume=args.resume,
+                    callbacks=[records, *printers],
+                    should_stop=stop if group.count == 1 else agreement.AgreedStop(group, stop),
+                    mesh=mesh,
+                    cluster=group,
+                    on_resume=lambda epoch: (
+                        quiet
+                        or print(
+                            f"resumed from {checkpoint_dir} after epoch {epoch}", file=sys.stderr
+                        )
+                    ),
+                )
+                results = [one]
+        except (JaxRuntimeError, ValueError) as error:
+            # gloo's failed collectives (a peer gone) come as ValueError, the rest as raised
+            if not isinstance(error, JaxRuntimeError) and "gloo" not in str(error).lower():
+                raise
             lost = agreement.lost_peer(group) if group.count > 1 else None
             failure = lost or devices.device_failure(error, device)
             raise type(failure)(f"{failure}{kept_note(checkpoint_dir)}") from None
-        metrics.write(event="test", loss=result.test_loss, accuracy=result.test_accuracy)
+        for seed, result in zip(seeds or [None], results, strict=True):
+            labels = {} if seed is None else {"seed": seed}
+            metrics.write(
+                event="test", loss=result.test_loss, accuracy=result.test_accuracy, **labels
+            )
         failed = False
     except Interrupted:
         failed = False  # a stop the user asked for: its records are the run's so far
@@ -96,7 +116,35 @@ def run(args: argparse.Namespace, config: TrainConfig, checkpoint_dir: Path | No
         raise
     finally:
         metrics.finish(failed, started=records is not None and records.started)
-    return result, data, leader
+    return results, data, leader
+
+
+def _train_seeds(args, config, data, seeds, checkpoint_dir, stop, records):
+    """Every seed of `seeds` at once (see jaxmnist.seeds): an epoch record per seed, and one
+    progress line per epoch for all of them."""
+    from jaxmnist.callbacks import epoch_record
+    from jaxmnist.progress import seeds_line
+    from jaxmnist.seeds import train_and_evaluate_seeds
+
+    def on_epoch_end(results, states):
+        records.started = True
+        for seed, result in zip(seeds, results, strict=True):
+            steps = len(result.batch_losses)
+            records.metrics.write(
+                event="epoch", seed=seed, epochs=config.epochs, steps=steps, **epoch_record(result)
+            )
+        if not args.quiet:
+            print(seeds_line(results, config.epochs), flush=True)
+
+    return train_and_evaluate_seeds(
+        config,
+        data,
+        seeds,
+        checkpoint_dir=checkpoint_dir,
+        resume=args.resume,
+        on_epoch_end=on_epoch_end,
+        should_stop=stop,
+    )
 
 
 def _give_up(error: JaxmnistError) -> None:
@@ -112,3 +160,47 @@ def _checked_data(data_dir: str | None, config: TrainConfig):
     data = jaxmnist.data.load_mnist(data_dir)
     validate(config, train_size=len(data[0][0]))
     return data
+
+
+def compact(seeds: tuple[int, ...]) -> str:
+    """0,1,2,3,7 -> "0-3_7", for a directory name."""
+    runs, start = [], seeds[0]
+    for previous, seed in zip(seeds, [*seeds[1:], None], strict=True):
+        if seed is None or seed != previous + 1:
+            runs.append(f"{start}-{previous}" if previous != start else str(start))
+            start = seed
+    return "_".join(runs)
+
+
+def seeds_from_args(args: argparse.Namespace) -> tuple[int, ...]:
+    """The seeds of `--seeds` (none without it), checked against the flags they exclude."""
+    if args.seeds is None:
+        return ()
+    if args.seed is not None:
+        raise UsageError("`seed` and `seeds` together: give one of them")
+    if args.devices not in (None, 1) or args.coordinator is not None:
+        raise UsageError("`seeds` trains on one device in one process: drop `devices`")
+    if args.loop == "batch":
+        raise UsageError("`seeds` runs in the scan loop: drop `loop` batch")
+    if args.report:
+        raise UsageError(
+            "`report` takes one run: drop it, then run python -m jaxmnist.report on a seed's "
+            "directory (CHECKPOINT_DIR/seed-K)"
+        )
+    return args.seeds
+
+
+def print_results(results, seeds: tuple[int, ...]) -> None:
+    """The run's last lines: test accuracy and loss (Keras's evaluate returns both; its bar
+    names accuracy first, as here), per seed and their spread for several seeds."""
+    for seed, result in zip(seeds or [None], results, strict=True):
+        label = "" if seed is None else f"seed {seed}: "
+        print(
+            f"{label}test accuracy: {result.test_accuracy:.4f} - test loss: {result.test_loss:.4f}"
+        )
+    if seeds:
+        from jaxmnist.progress import spread
+
+        accuracy = spread([r.test_accuracy for r in results])
+        loss = spread([r.test_loss for r in results])
+        print(f"{len(seeds)} seeds: test accuracy: {accuracy} - test loss: {loss}")

@@ -43,10 +43,15 @@ from jaxmnist.step import (
 Dispatches = Iterator[tuple[TrainState, StepMetrics]]
 
 
-class _ScanLoop:
-    """Epochs as jitted lax.scan dispatches over the training set held on the device."""
+class ScanLoop:
+    """Epochs as jitted lax.scan dispatches over the training set held on the device.
 
-    def __init__(self, train_step, images, labels, config: TrainConfig, device, mesh=None):
+    With `seeds`, the state and the epoch key carry a leading seed axis: each seed draws its
+    own order and takes its own step, vmapped (see `jaxmnist.seeds`)."""
+
+    def __init__(
+        self, train_step, images, labels, config: TrainConfig, device, mesh=None, seeds=False
+    ):
         n, batch_size = len(images), config.batch_size
         self.steps = num_batches(n, batch_size)
         padded = self.steps * batch_size
@@ -66,12 +71,20 @@ class _ScanLoop:
             jax.jit, out_shardings=None if mesh is None else NamedSharding(mesh, P())
         )
         def order_fn(key):
+            if seeds:
+                return jax.vmap(one_order)(key)
+            return one_order(key)
+
+        def one_order(key):
             order = epoch_order(key if config.shuffle else None, n)
             return jnp.pad(order, (0, padded - n))  # padding rows are masked out below
 
+        if seeds:  # [S, ...] states, [S, B] batches, one mask for all
+            train_step = jax.vmap(train_step, in_axes=(0, 0, 0, None))
+
         def run_fn(state, images, labels, order, first_step, num_steps):
             def body(state, step):
-                index = lax.dynamic_slice_in_dim(order, step * batch_size, batch_size)
+                index = lax.dynamic_slice_in_dim(order, step * batch_size, batch_size, axis=-1)
                 valid = step * batch_size + jnp.arange(batch_size) < n
                 if rows != batch_size:
                     index = jnp.pad(index, (0, rows - batch_size))
@@ -123,7 +136,7 @@ def _stacked(metrics: list[StepMetrics]) -> StepMetrics:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
 
 
-_LOOPS = {"scan": _ScanLoop, "batch": _BatchLoop}
+_LOOPS = {"scan": ScanLoop, "batch": _BatchLoop}
 
 
 def fit(
@@ -176,7 +189,7 @@ def fit(
             raise Interrupted(epoch + 1, 0)
         for callback in callbacks:
             callback.on_epoch_begin(epoch + 1, loop.steps)
-        tracker = _EpochTracker(epoch + 1, callbacks)
+        tracker = EpochTracker(epoch + 1, callbacks)
         for new_state, metrics in loop.epoch(state, epoch_key(data_key, epoch), per_dispatch):
             state = new_state  # the old one was donated to the dispatch
             tracker.add(metrics)
@@ -192,7 +205,7 @@ def fit(
     return state, results
 
 
-class _EpochTracker:
+class EpochTracker:
     """Running, sample-weighted epoch metrics from per-step device arrays, fetched once per add."""
 
     def __init__(self, epoch: int, callbacks: Sequence[Callback]):

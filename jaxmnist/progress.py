@@ -112,3 +112,23 @@ def run_output(
     if log_every:
         printers.append(ChapterLog(log_every, stream, header=None))
     return printers
+
+
+def seeds_line(results: list[EpochResult], epochs: int) -> str:
+    """One epoch of several seeds: the mean, spread and range of each figure over the seeds."""
+    parts = [f"Epoch {results[0].epoch}/{epochs} - {len(results)} seeds"]
+    seconds = sum(result.seconds for result in results)
+    parts.append(f"{seconds:.0f}s")
+    names = ["accuracy", "loss"]
+    if results[0].val_loss is not None:
+        names += ["val_accuracy", "val_loss"]
+    for name in names:
+        values = np.array([getattr(result, name) for result in results])
+        parts.append(f"{name}: {spread(values)}")
+    return " - ".join(parts)
+
+
+def spread(values) -> str:
+    """mean ± standard deviation (min-max) of several seeds' figure."""
+    values = np.asarray(values, np.float64)
+    return f"{values.mean():.4f} ± {values.std():.4f} ({values.min():.4f}-{values.max():.4f})"

@@ -61,6 +61,50 @@ class _History(Callback):
         self.save(state, result.epoch)
 
 
+def start_run(
+    config: TrainConfig,
+    directory: Path | None,
+    resume: bool,
+    fingerprint: str | None,
+    on_resume: Callable[[int], None] = lambda epoch: None,
+    cluster: Cluster = SINGLE,
+    devices: int = 1,
+) -> tuple[TrainState, _History]:
+    """The state a run trains from (new from `config.seed`, or its latest checkpoint when
+    `resume`) and the recorder that keeps its history and saves it after every epoch."""
+    spec = chapter_model(config.hidden)
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    # Allocation is asynchronous: wait for it here, so running out of memory raises now, as an
+    # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
+    state = jax.block_until_ready(init_state(init_key, spec, config.init, optimizer))
+    start_epoch, history = 0, []
+    if resume:
+
+        def restored():
+            if directory is None:
+                raise resuming.no_checkpoint(directory)
+            return resuming.restore(directory, config, fingerprint, state)
+
+        state, data_key, start_epoch, history = agreed(cluster, restored)
+        on_resume(start_epoch)
+    recorder = _History(history, directory, config, data_key, fingerprint)
+    recorder.cluster, recorder.devices = cluster, devices
+    if not resume:
+        recorder.save(state, 0)  # so that an interruption in epoch 1 is resumable too
+    return state, recorder
+
+
+def diverged(error: TrainingDiverged, directory: Path | None, epochs: int) -> TrainingDiverged:
+    """A NaN's message, with where to resume from when there are checkpoints."""
+    if directory is None:
+        return error
+    return TrainingDiverged(
+        f"{error}, then add `resume` to continue from the last good checkpoint "
+        f"(epoch {epochs}) in {directory}"
+    )
+
+
 def train_and_evaluate(
     config: TrainConfig,
     data: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -91,26 +135,9 @@ def train_and_evaluate(
     if config.train_samples:
         x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
     spec = chapter_model(config.hidden)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    # Allocation is asynchronous: wait for it here, so running out of memory raises now, as an
-    # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
-    state = jax.block_until_ready(init_state(init_key, spec, config.init, optimizer))
-    start_epoch, history = 0, []
-    if resume:
-
-        def restored():
-            if directory is None:
-                raise resuming.no_checkpoint(directory)
-            return resuming.restore(directory, config, fingerprint, state)
-
-        state, data_key, start_epoch, history = agreed(cluster, restored)
-        on_resume(start_epoch)
-
-    recorder = _History(history, directory, config, data_key, fingerprint)
-    recorder.devices, recorder.cluster = 1 if mesh is None else mesh.size, cluster
-    if not resume:
-        recorder.save(state, 0)  # so that an interruption in epoch 1 is resumable too
+    devices = 1 if mesh is None else mesh.size
+    state, recorder = start_run(config, directory, resume, fingerprint, on_resume, cluster, devices)
+    data_key, history = recorder.data_key, recorder.history
     try:
         state, _ = fit(
             state,
@@ -119,18 +146,13 @@ def train_and_evaluate(
             config=config,
             data_key=data_key,
             device=device,
-            start_epoch=start_epoch,
+            start_epoch=len(history),
             callbacks=[*callbacks, recorder],
             should_stop=should_stop,
             mesh=mesh,
         )
     except TrainingDiverged as error:
-        if directory is None:
-            raise
-        raise TrainingDiverged(
-            f"{error}, then add `resume` to continue from the last good checkpoint "
-            f"(epoch {len(history)}) in {directory}"
-        ) from None
+        raise diverged(error, directory, len(history)) from None
     test_loss, test_accuracy = evaluate(
         state.params, x_test, y_test, spec, config.loss, config.precision, device, mesh
     )

@@ -10,7 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxmnist._cli import OneLineParser, as_flags, device_count, integer, number, path, run_main
+from jaxmnist._cli import (
+    OneLineParser,
+    as_flags,
+    device_count,
+    integer,
+    number,
+    path,
+    run_main,
+    seed_list,
+)
 from jaxmnist.cluster import detected_cluster
 from jaxmnist.config import CHOICES, PRESETS, TrainConfig, validate
 from jaxmnist.devices import DEVICE_CHOICES
@@ -59,6 +68,11 @@ EXECUTION_FLAGS = {
     "loop": (CHOICES["loop"], "scan: epochs run on the device (fast); batch: one call per batch"),
     "precision": (CHOICES["precision"], "bfloat16: bf16 matrix products, float32 accumulation"),
     "steps_per_dispatch": (integer, "steps per device call in the scan loop (0: auto)"),
+    "seeds": (
+        seed_list,
+        "train one model per seed at once, e.g. 0-9 or 0,3,7: each seed exactly its --seed run, "
+        "its checkpoints in CHECKPOINT_DIR/seed-K; prints each and the mean and spread",
+    ),  # fmt: skip
     "no_compile_cache": (None, "do not use the persistent XLA compilation cache"),
 }
 OUTPUT_FLAGS = {
@@ -94,6 +108,7 @@ METAVARS = {
     "num_processes": "P",
     "process_id": "I",
     "coordinator_timeout": "S",
+    "seeds": "SEEDS",
 }
 RUN_FIELDS = ("loop", "precision", "steps_per_dispatch")  # execution flags kept in TrainConfig
 
@@ -142,6 +157,9 @@ def config_from_args(args: argparse.Namespace, live: bool = False) -> TrainConfi
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """One run as the flags describe it, in this process of however many; returns its status."""
+    from jaxmnist import _session
+
+    seeds = _session.seeds_from_args(args)
     # Several processes must dispatch alike (each dispatch ends in a collective): none is live.
     several = args.coordinator is not None or detected_cluster()
     config = config_from_args(args, live=sys.stdout.isatty() and not args.quiet and not several)
@@ -151,21 +169,20 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         require_matplotlib()
     checkpoint_dir = None
     if not args.no_checkpoint:
-        checkpoint_dir = Path(args.checkpoint_dir or f"runs/{config.preset}-seed{config.seed}")
-    from jaxmnist import _session
-
+        name = f"seeds{_session.compact(seeds)}" if seeds else f"seed{config.seed}"
+        checkpoint_dir = Path(args.checkpoint_dir or f"runs/{config.preset}-{name}")
     try:
-        result, data, leader = _session.run(args, config, checkpoint_dir, stop)
+        results, data, leader = _session.run(args, config, checkpoint_dir, stop, seeds)
     except Interrupted as interruption:
         from jaxmnist.resume import resume_hint
 
-        hint = resume_hint(checkpoint_dir)
+        where = checkpoint_dir / f"seed-{seeds[0]}" if seeds and checkpoint_dir else checkpoint_dir
+        hint = resume_hint(where).replace(str(where), str(checkpoint_dir))
         print(f"\n{PREFIX}: {interruption}; {as_flags(hint)}", file=sys.stderr)
         return stop.exit_code
     if not leader:
         return 0
-    # Keras's evaluate returns both; its bar names accuracy first, as here.
-    print(f"test accuracy: {result.test_accuracy:.4f} - test loss: {result.test_loss:.4f}")
+    _session.print_results(results, seeds)
     if args.report:
         from jaxmnist.report import write_report
 

@@ -17,7 +17,7 @@ from _synthetic import synthetic_mnist  # noqa: E402
 
 from jaxmnist.config import PRESETS  # noqa: E402
 from jaxmnist.devices import data_mesh  # noqa: E402
-from jaxmnist.engine import _ScanLoop, fit  # noqa: E402
+from jaxmnist.engine import ScanLoop, fit  # noqa: E402
 from jaxmnist.errors import DeviceError  # noqa: E402
 from jaxmnist.model import chapter_model  # noqa: E402
 from jaxmnist.optim import make_optimizer  # noqa: E402
@@ -50,7 +50,7 @@ def compiled_step_text(devices):
     step = make_train_step(spec, optimizer)
     mesh = data_mesh("cpu", devices)
     images, labels = DATA[0][0].reshape(520, -1), DATA[0][1].astype(np.int32)
-    loop = _ScanLoop(step, images, labels, CONFIG, None, mesh)
+    loop = ScanLoop(step, images, labels, CONFIG, None, mesh)
     state = jax.device_put(
         init_state(jax.random.key(0), spec, CONFIG.init, optimizer),
         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
