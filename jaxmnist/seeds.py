@@ -11,6 +11,7 @@ read them as such). Two ways to run them side by side, the same training either 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def fit_seeds(
             states = _vmapped_epoch(loop, states, keys, epoch, trackers, per_dispatch, should_stop)
         else:
             for k, tracker in enumerate(trackers):
+                tracker.start = time.perf_counter()  # a seed's epoch time is its own
                 dispatches = loop.epoch(states[k], epoch_key(keys[k], epoch), per_dispatch)
                 for new_state, metrics in dispatches:
                     states[k] = new_state  # the old one was donated to the dispatch
