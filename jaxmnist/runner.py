@@ -61,6 +61,18 @@ class _History(Callback):
         self.save(state, result.epoch)
 
 
+def training_data(config: TrainConfig, data, directory: Path | None, fingerprint: str | None):
+    """(train, test, fingerprint): `data` checked against `config`, its training arrays cut to
+    `train_samples`, and its fingerprint, computed when checkpoints need one and none was given."""
+    (x_train, y_train), (x_test, y_test) = data
+    validate(config, train_size=len(x_train))
+    if fingerprint is None and directory is not None:
+        fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
+    if config.train_samples:
+        x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
+    return (x_train, y_train), (x_test, y_test), fingerprint
+
+
 def start_run(
     config: TrainConfig,
     directory: Path | None,
@@ -127,13 +139,10 @@ def train_and_evaluate(
     process 0 writes checkpoints, and a problem any of them meets at start-up or in a save is
     raised in all.
     """
-    (x_train, y_train), (x_test, y_test) = data
-    validate(config, train_size=len(x_train))
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if fingerprint is None and directory is not None:
-        fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
-    if config.train_samples:
-        x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
+    (x_train, y_train), (x_test, y_test), fingerprint = training_data(
+        config, data, directory, fingerprint
+    )
     spec = chapter_model(config.hidden)
     devices = 1 if mesh is None else mesh.size
     state, recorder = start_run(config, directory, resume, fingerprint, on_resume, cluster, devices)

@@ -21,13 +21,12 @@ import numpy as np
 
 from jaxmnist.batches import epoch_key, hold_out
 from jaxmnist.callbacks import EpochResult
-from jaxmnist.config import TrainConfig, validate
-from jaxmnist.data.arrays import fingerprint as data_fingerprint
+from jaxmnist.config import TrainConfig
 from jaxmnist.engine import EpochTracker, ScanLoop
 from jaxmnist.errors import CheckpointError, Interrupted, TrainingDiverged, UsageError
 from jaxmnist.model import chapter_model
 from jaxmnist.optim import make_optimizer
-from jaxmnist.runner import RunResult, diverged, start_run
+from jaxmnist.runner import RunResult, diverged, start_run, training_data
 from jaxmnist.step import TrainState, evaluate, fetch, make_evaluate, make_train_step
 
 EpochEnd = Callable[[list[EpochResult], list[TrainState]], None]
@@ -131,13 +130,10 @@ def train_and_evaluate_seeds(
 ) -> list[RunResult]:
     """`runner.train_and_evaluate` for every seed in `seeds` at once (`config.seed` unused);
     seed K's checkpoints go to `checkpoint_dir`/seed-K. Results in the order of `seeds`."""
-    (x_train, y_train), (x_test, y_test) = data
-    validate(config, train_size=len(x_train))
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if fingerprint is None and root is not None:
-        fingerprint = data_fingerprint(x_train, y_train, x_test, y_test)
-    if config.train_samples:
-        x_train, y_train = x_train[: config.train_samples], y_train[: config.train_samples]
+    (x_train, y_train), (x_test, y_test), fingerprint = training_data(
+        config, data, root, fingerprint
+    )
     configs = [config.replace(seed=seed) for seed in seeds]
     starts = [
         start_run(c, None if root is None else root / f"seed-{c.seed}", resume, fingerprint)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 
 import jax
 import numpy as np
 import pytest
 from _synthetic import synthetic_mnist
+from test_cli import _main
 
 import jaxmnist.data
-from jaxmnist import checkpoint, train
+from jaxmnist import checkpoint
 from jaxmnist._cli import seed_list
 from jaxmnist.callbacks import EpochResult
 from jaxmnist.config import PRESETS
@@ -71,18 +70,9 @@ def test_the_seeds_line_is_the_mean_spread_and_range():
 
 @pytest.fixture
 def cli(monkeypatch):
+    """test_cli's in-process `python -m jaxmnist.train`, on this module's data."""
     monkeypatch.setattr(jaxmnist.data, "load_mnist", lambda *args, **kwargs: DATA)
-
-    def run(argv):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = train.main(argv)
-            except SystemExit as exit_:
-                code = exit_.code
-        return code, out.getvalue(), err.getvalue()
-
-    return run
+    return _main
 
 
 def test_cli_seeds_print_each_and_keep_each_run(cli, tmp_path):
