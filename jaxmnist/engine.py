@@ -28,7 +28,7 @@ from jaxmnist.callbacks import Callback, EpochResult
 from jaxmnist.config import TrainConfig
 from jaxmnist.errors import Interrupted, TrainingDiverged, UsageError
 from jaxmnist.model import chapter_model
-from jaxmnist.optim import make_optimizer
+from jaxmnist.optim import optimizer_for
 from jaxmnist.step import (
     StepMetrics,
     TrainState,
@@ -168,18 +168,20 @@ def fit(
     epoch's last, so every finished epoch reaches `on_epoch_end` and its checkpoint).
     """
     spec = chapter_model(config.hidden)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
-    train_step = make_train_step(spec, optimizer, config.loss, config.precision)
     images = np.asarray(images).reshape(len(images), -1)  # [N, 784] uint8
     (images, labels), held_out = hold_out(
         images, np.asarray(labels, np.int32), config.validation_split
+    )
+    optimizer = optimizer_for(config, num_batches(len(images), config.batch_size))
+    train_step = make_train_step(
+        spec, optimizer, config.loss, config.precision, config.label_smoothing
     )
     loop = _LOOPS[config.loop](train_step, images, labels, config, device, mesh)
     validation = None
     if held_out is not None:
         # Held on the device once; each epoch's evaluation is one dispatch and one read.
         validation = place_for_evaluation(*held_out, device, mesh)
-        evaluate_fn = make_evaluate(spec, config.loss, config.precision)
+        evaluate_fn = make_evaluate(spec, config.loss, config.precision, config.label_smoothing)
     per_dispatch = min(config.steps_per_dispatch or loop.steps, loop.steps)
     state = jax.device_put(state, device) if mesh is None else replicate(state, mesh)
 

@@ -26,14 +26,32 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
-def per_sample_loss(logits: jax.Array, labels: jax.Array, kind: str = "logits") -> jax.Array:
+def smoothed(per_class_loss: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+    """Per-sample loss against targets (1 - s) on the label plus s / K on each of the K classes,
+    from each class's -log p [B, K]: Keras's `label_smoothing`."""
+    on_label = jnp.take_along_axis(per_class_loss, labels[:, None].astype(jnp.int32), axis=-1)
+    return (1.0 - smoothing) * on_label[:, 0] + smoothing * jnp.mean(per_class_loss, axis=-1)
+
+
+def per_sample_loss(
+    logits: jax.Array, labels: jax.Array, kind: str = "logits", label_smoothing: float = 0.0
+) -> jax.Array:
     """The training loss of each sample, from the model's logits.
 
     "probs": Keras's clipped loss on the softmax (the chapter's); "logits": its stable form.
+    With `label_smoothing` s, the targets are (1 - s) one-hot + s / 10 (see `smoothed`).
     """
+    if not label_smoothing:
+        if kind == "probs":
+            return sparse_categorical_crossentropy(jax.nn.softmax(logits), labels)
+        return softmax_cross_entropy(logits, labels)
     if kind == "probs":
-        return sparse_categorical_crossentropy(jax.nn.softmax(logits), labels)
-    return softmax_cross_entropy(logits, labels)
+        probs = jax.nn.softmax(logits)
+        probs = jnp.clip(probs / jnp.sum(probs, -1, keepdims=True), EPSILON, 1.0 - EPSILON)
+        per_class = -jnp.log(probs)
+    else:
+        per_class = -jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return smoothed(per_class, labels, label_smoothing)
 
 
 def correct(scores: jax.Array, labels: jax.Array) -> jax.Array:

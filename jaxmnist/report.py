@@ -107,7 +107,15 @@ def build(run, data, run_dir) -> dict[str, bytes]:
     (_, _), (x_test, y_test) = data
     config, params = run.config, run.state.params
     spec = chapter_model(config.hidden)
-    test_loss, test_accuracy = evaluate(params, x_test, y_test, spec, config.loss, config.precision)
+    test_loss, test_accuracy = evaluate(
+        params,
+        x_test,
+        y_test,
+        spec,
+        config.loss,
+        config.precision,
+        label_smoothing=config.label_smoothing,
+    )
     probabilities = np.asarray(predict(params, preprocess(x_test), spec), np.float64)
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_test, predicted)

@@ -12,7 +12,7 @@ from jaxmnist import checkpoint as ckpt
 from jaxmnist.config import RESUMABLE_CHANGES, TrainConfig, validate
 from jaxmnist.errors import CheckpointError, UsageError, one_line
 from jaxmnist.model import chapter_model
-from jaxmnist.optim import make_optimizer
+from jaxmnist.optim import optimizer_for
 from jaxmnist.step import TrainState, init_state
 
 CHECKPOINT_FORMAT = 1
@@ -92,7 +92,7 @@ def load_run(directory: str | Path) -> Run:
             f"checkpoint {directory} does not record a run this version can rebuild "
             f"({one_line(error)}): train it again"
         ) from None
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    optimizer = optimizer_for(config)
     template = init_state(jax.random.key(0), chapter_model(config.hidden), config.init, optimizer)
     restored = ckpt.restore_tree(checkpoint_tree(template, jax.random.key(0)), arrays)
     return Run(config, restored["state"], meta["epoch"], list(meta.get("history", [])), meta)
@@ -115,8 +115,10 @@ def check_compatible(meta: dict, config: TrainConfig, fingerprint: str, where: P
         )
     # A setting added after the checkpoint was written is missing there: it had the default.
     saved = {**TrainConfig().to_dict(), **meta["config"]}
+    # A schedule spans all the epochs, so more of them would change the steps already taken.
+    fixed = {"epochs"} if config.schedule != "constant" else set()
     for name, value in config.to_dict().items():
-        if name in RESUMABLE_CHANGES or saved.get(name) == value:
+        if (name in RESUMABLE_CHANGES and name not in fixed) or saved.get(name) == value:
             continue
         raise CheckpointError(
             f"checkpoint {where} was made with `{name}` {saved.get(name)!r}, this run asks for "

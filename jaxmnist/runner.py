@@ -24,7 +24,7 @@ from jaxmnist.data.arrays import fingerprint as data_fingerprint
 from jaxmnist.engine import fit
 from jaxmnist.errors import TrainingDiverged
 from jaxmnist.model import chapter_model
-from jaxmnist.optim import make_optimizer
+from jaxmnist.optim import optimizer_for
 from jaxmnist.step import TrainState, evaluate, fetch, init_state
 
 
@@ -85,7 +85,7 @@ def start_run(
     """The state a run trains from (new from `config.seed`, or its latest checkpoint when
     `resume`) and the recorder that keeps its history and saves it after every epoch."""
     spec = chapter_model(config.hidden)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    optimizer = optimizer_for(config)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     # Allocation is asynchronous: wait for it here, so running out of memory raises now, as an
     # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
@@ -163,6 +163,14 @@ def train_and_evaluate(
     except TrainingDiverged as error:
         raise diverged(error, directory, len(history)) from None
     test_loss, test_accuracy = evaluate(
-        state.params, x_test, y_test, spec, config.loss, config.precision, device, mesh
+        state.params,
+        x_test,
+        y_test,
+        spec,
+        config.loss,
+        config.precision,
+        device,
+        mesh,
+        label_smoothing=config.label_smoothing,
     )
     return RunResult(state, history, test_loss, test_accuracy)

@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist.batches import epoch_key, hold_out
+from jaxmnist.batches import epoch_key, hold_out, num_batches
 from jaxmnist.callbacks import EpochResult
 from jaxmnist.config import TrainConfig
 from jaxmnist.engine import EpochTracker, ScanLoop
 from jaxmnist.errors import CheckpointError, Interrupted, TrainingDiverged, UsageError
 from jaxmnist.model import chapter_model
-from jaxmnist.optim import make_optimizer
+from jaxmnist.optim import optimizer_for
 from jaxmnist.runner import RunResult, diverged, start_run, training_data
 from jaxmnist.step import TrainState, evaluate, fetch, make_evaluate, make_train_step
 
@@ -56,18 +56,18 @@ def fit_seeds(
     if how not in ("vmap", "sequential"):
         raise UsageError(f"how {how!r}: choose vmap or sequential")
     spec = chapter_model(config.hidden)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
-    step = make_train_step(spec, optimizer, config.loss, config.precision)
     images = np.asarray(images).reshape(len(images), -1)
     (images, labels), held_out = hold_out(
         images, np.asarray(labels, np.int32), config.validation_split
     )
+    optimizer = optimizer_for(config, num_batches(len(images), config.batch_size))
+    step = make_train_step(spec, optimizer, config.loss, config.precision, config.label_smoothing)
     vmapped = how == "vmap"
     loop = ScanLoop(step, images, labels, config, device, seeds=vmapped)
     validation = None
     if held_out is not None:
         validation = jax.device_put(held_out, device)
-        evaluate_fn = make_evaluate(spec, config.loss, config.precision)
+        evaluate_fn = make_evaluate(spec, config.loss, config.precision, config.label_smoothing)
     per_dispatch = min(config.steps_per_dispatch or loop.steps, loop.steps)
     states = [jax.device_put(state, device) for state in states]
     keys = jnp.stack(list(data_keys))
@@ -171,7 +171,14 @@ def train_and_evaluate_seeds(
     results = []
     for state, recorder in zip(states, recorders, strict=True):
         loss, accuracy = evaluate(
-            state.params, x_test, y_test, spec, config.loss, config.precision, device
+            state.params,
+            x_test,
+            y_test,
+            spec,
+            config.loss,
+            config.precision,
+            device,
+            label_smoothing=config.label_smoothing,
         )
         results.append(RunResult(state, recorder.history, loss, accuracy))
     return results

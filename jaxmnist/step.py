@@ -35,7 +35,11 @@ def init_state(key: jax.Array, spec: ModelSpec, init: str, optimizer: Optimizer)
 
 
 def make_train_step(
-    spec: ModelSpec, optimizer: Optimizer, loss: str = "logits", precision: str = "float32"
+    spec: ModelSpec,
+    optimizer: Optimizer,
+    loss: str = "logits",
+    precision: str = "float32",
+    label_smoothing: float = 0.0,
 ):
     """(state, images, labels, valid=None) -> (state, StepMetrics): gradient, update and metrics.
 
@@ -44,7 +48,7 @@ def make_train_step(
 
     def loss_fn(params, images, labels, valid):
         z = logits(params, preprocess(images), spec, precision)  # [B, 10]
-        per_sample = losses.per_sample_loss(z, labels, loss)
+        per_sample = losses.per_sample_loss(z, labels, loss, label_smoothing)
         hits = losses.correct(z, labels)
         if valid is None:
             return jnp.mean(per_sample), (jnp.sum(hits), jnp.float32(per_sample.shape[0]))
@@ -62,18 +66,25 @@ def make_train_step(
     return train_step
 
 
-@functools.lru_cache(maxsize=16)
-def make_evaluate(spec: ModelSpec, loss: str = "logits", precision: str = "float32"):
+def make_evaluate(
+    spec: ModelSpec, loss: str = "logits", precision: str = "float32", label_smoothing: float = 0.0
+):
     """A jitted (params, images, labels[, valid]) -> (mean loss, accuracy) over a whole set.
 
     Cached, so evaluating after every epoch or once per run compiles once per shape. `valid`
-    masks the rows that pad a set split over several devices.
+    masks the rows that pad a set split over several devices. The loss is the training loss,
+    label smoothing included, as Keras's `evaluate` reports it.
     """
+    # One cache key however the settings were passed (positionally, by name, or left out).
+    return _evaluate_program(spec, loss, precision, float(label_smoothing))
 
+
+@functools.lru_cache(maxsize=16)
+def _evaluate_program(spec: ModelSpec, loss: str, precision: str, label_smoothing: float):
     @jax.jit
     def run(params, images, labels, valid=None):
         z = logits(params, preprocess(images), spec, precision)
-        per_sample = losses.per_sample_loss(z, labels, loss)
+        per_sample = losses.per_sample_loss(z, labels, loss, label_smoothing)
         if valid is None:
             return jnp.mean(per_sample), losses.accuracy(z, labels)
         weight = valid.astype(jnp.float32)
@@ -140,9 +151,10 @@ def evaluate(
     precision: str = "float32",
     device: jax.Device | None = None,
     mesh=None,
+    label_smoothing: float = 0.0,
 ) -> tuple[float, float]:
     """Loss and accuracy of `params` on uint8 images, as the chapter's `model.evaluate`; with a
     `mesh`, computed with the images split over its devices."""
-    run = make_evaluate(spec, loss, precision)
+    run = make_evaluate(spec, loss, precision, label_smoothing)
     mean_loss, acc = fetch(run(params, *place_for_evaluation(images, labels, device, mesh)))
     return float(mean_loss), float(acc)

@@ -9,6 +9,7 @@ import pytest
 from _synthetic import synthetic_mnist
 
 from jaxmnist import losses
+from jaxmnist import step as step_module
 from jaxmnist.data import preprocess
 from jaxmnist.model import chapter_model, init_params, predict
 from jaxmnist.optim import make_optimizer
@@ -87,7 +88,8 @@ def test_evaluate_matches_numpy(loss):
 
 
 def test_evaluate_compiles_once_for_every_call_on_the_same_shapes():
-    make_evaluate.cache_clear()  # other tests evaluate other shapes with the same settings
+    # Other tests evaluate other shapes with the same settings.
+    step_module._evaluate_program.cache_clear()
     spec = chapter_model(32)
     params = _trained_params()
     first = evaluate(params, X_TEST, Y_TEST, spec)
