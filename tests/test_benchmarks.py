@@ -318,3 +318,62 @@ def test_scaling_runs_tiny(tmp_path):
     for row in rows[1:]:
         assert 0 <= row["communication_share"] <= 1 and row["compute_median"] > 0
     assert (tmp_path / "scaling.md").exists() and (tmp_path / "scaling.json").exists()
+
+
+# --- speedrun --------------------------------------------------------------------------------
+
+
+def test_speedrun_first_reaching_and_accuracy_summary_by_hand():
+    from benchmarks import speedrun
+
+    assert speedrun.first_reaching([0.97, 0.98, 0.99]) == 2
+    assert speedrun.first_reaching([0.97, 0.979]) is None
+    summary = speedrun.accuracy_summary([[0.97, 0.982], [0.975, 0.978]])
+    assert summary["mean"] == pytest.approx(0.980) and summary["std"] == pytest.approx(0.002)
+    assert (summary["min"], summary["max"], summary["seeds"]) == (0.978, 0.982, 2)
+    assert summary["mean_by_epoch"] == pytest.approx([0.9725, 0.980])
+    assert summary["epoch_reaching"] == 2 and summary["seeds_reaching"] == 1
+
+
+def test_speedrun_rows_time_to_target_and_goals_from_known_runs():
+    from benchmarks import speedrun
+
+    fast = speedrun.timing_row(
+        "fast", [_run("fast", [0.4, 0.2], 2.0), _run("fast", [0.5, 0.3], 3.0)]
+    )
+    keras = speedrun.timing_row("keras", [_run("keras", [0.5, 0.4, 0.4, 0.4, 0.4], 4.0)])
+    assert fast["training"] == pytest.approx({"median": 0.7, "min": 0.6, "max": 0.8})
+    assert fast["process"]["median"] == 2.5 and fast["epoch_seconds"] == pytest.approx([0.45, 0.25])
+    fast["accuracy"] = speedrun.accuracy_summary([[0.97, 0.981], [0.975, 0.982]])
+    keras["accuracy"] = speedrun.accuracy_summary([[0.95, 0.96, 0.97, 0.975, 0.979]])
+    assert speedrun.time_to_target(fast) == pytest.approx(0.7)
+    assert math.isnan(speedrun.time_to_target(keras))  # it never reached 98%
+    goals = speedrun.goal_lines([fast, keras])
+    assert goals[0] == "- fast / keras preset, training time: 0.33x (goal <= 0.25x): NOT met"
+    assert goals[1] == "- fast / keras preset, whole process: 0.62x (goal <= 0.5x): NOT met"
+    assert goals[2].endswith(": met") and "mean 0.9815, lowest 0.9810" in goals[2]
+    table = speedrun.markdown([fast, keras], {"cpu": "test CPU", "cores": 2}, "cpu")
+    assert "| fast | 0.700 (0.600-0.800) | 2.50 (2.00-3.00) |" in table
+    assert "| epoch 2 | 0.700 |" in table and "no (0.9790 at last)" in table
+    failed = speedrun.timing_row("keras-jax", [Run("keras-jax", 0, "skipped", "not installed")])
+    assert failed["status"] == "skipped" and "not installed" in speedrun.markdown(
+        [failed], {}, "cpu"
+    )
+
+
+@pytest.mark.integration
+def test_speedrun_runs_tiny(tmp_path):
+    from benchmarks import speedrun
+
+    argv = ["--repeats", "1", "--seeds", "2", "--train-samples", "1024", "--no-keras"]
+    rows = speedrun.main([*argv, "--out", str(tmp_path)])
+    assert [r["name"] for r in rows] == ["fast", "keras"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert 0 < row["training"]["median"] < row["process"]["median"]
+        curves = row["accuracy"]["curves"]
+        assert len(curves) == 2 and all(0.5 < a <= 1 for curve in curves for a in curve)
+    assert [len(c) for c in rows[0]["accuracy"]["curves"]] == [2, 2]  # the fast preset's epochs
+    assert [len(c) for c in rows[1]["accuracy"]["curves"]] == [5, 5]
+    saved = json.loads((tmp_path / "speedrun.json").read_text())
+    assert saved["rows"][0]["name"] == "fast" and (tmp_path / "speedrun.md").exists()
