@@ -7,8 +7,10 @@ a non-zero exit: 2 for usage, 1 for the rest, 130 (SIGINT) or 143 (SIGTERM) for 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from jaxmnist._cli import (
     OneLineParser,
@@ -215,5 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def cli() -> NoReturn:
+    """`python -m jaxmnist.train` and `jaxmnist-train`: `main`, then the process ends at once.
+
+    Every file is written and closed when `main` returns; what a normal exit still does, tearing
+    down jax's runtime and every module, took 0.2 s of a 3 s fast-preset run (measured).
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
