@@ -120,6 +120,12 @@ def check_compatible(meta: dict, config: TrainConfig, fingerprint: str, where: P
     for name, value in config.to_dict().items():
         if (name in RESUMABLE_CHANGES and name not in fixed) or saved.get(name) == value:
             continue
+        if name in fixed:
+            raise CheckpointError(
+                f"checkpoint {where} was made with `epochs` {saved.get(name)!r}, and its "
+                f"`schedule` {config.schedule} spans them all: resume with `epochs` "
+                f"{saved.get(name)!r}, or start anew with another `checkpoint_dir`"
+            )
         raise CheckpointError(
             f"checkpoint {where} was made with `{name}` {saved.get(name)!r}, this run asks for "
             f"{value!r}: use the same setting to resume, or another `checkpoint_dir` to start anew"

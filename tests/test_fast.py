@@ -95,7 +95,7 @@ def test_schedule_spans_every_epoch_of_the_run():
 
 def test_resuming_a_schedule_with_more_epochs_is_refused(tmp_path):
     meta = {"config": FAST.to_dict(), "data_fingerprint": "f", "epoch": 2}
-    with pytest.raises(CheckpointError, match="`epochs` 2, this run asks for 3"):
+    with pytest.raises(CheckpointError, match="`epochs` 2, and its `schedule` warmup-linear spans"):
         check_compatible(meta, FAST.replace(epochs=3), "f", tmp_path)
     constant = FAST.replace(schedule="constant")
     meta["config"] = constant.to_dict()
