@@ -29,8 +29,9 @@ class TrainConfig:
     hidden: int = 512
     optimizer: str = "rmsprop"
     learning_rate: float = 1e-3
-    # "constant": the book's; "warmup-linear": up from 0 over the first 10% of all steps, then
-    # down to 0 at the last (the fast preset's).
+    # "constant": the book's; "warmup-linear" (the fast preset's): up from 0 (the first update's
+    # rate) to the peak over the first 10% of all steps, then down towards 0, which it reaches
+    # just after the last step.
     schedule: str = "constant"
     init: str = "glorot"
     # "logits": stable log-softmax cross-entropy; "probs": Keras's clipped loss on probabilities.

@@ -19,7 +19,7 @@ from jaxmnist.config import CHOICES, TrainConfig
 OptState = Any
 LearningRate = float | optax.Schedule
 # The warmup-linear schedule's share of steps spent rising to the peak rate. Measured for the fast
-# preset on a held-out 10,000 training images: 5% and 20% both did worse than 10%.
+# preset on held-out training images: 5% and 20% did no better than 10% (docs/speedrun.md).
 WARMUP_FRACTION = 0.1
 
 
@@ -108,8 +108,9 @@ assert tuple(OPTIMIZERS) == CHOICES["optimizer"], "config.CHOICES['optimizer'] n
 
 
 def warmup_linear(peak: float, total_steps: int) -> optax.Schedule:
-    """0 rising linearly to `peak` over the first WARMUP_FRACTION of `total_steps`, then falling
-    linearly to 0 at the last step."""
+    """The rate of update k (from 0): rising linearly from 0 (the first update's) to `peak` over
+    the first WARMUP_FRACTION of `total_steps`, then falling linearly towards 0, which it reaches
+    at k = total_steps, just after the last update (that one runs at peak / decay steps)."""
     warmup = max(1, round(total_steps * WARMUP_FRACTION))
     return optax.join_schedules(
         [

@@ -116,14 +116,15 @@ def check_compatible(meta: dict, config: TrainConfig, fingerprint: str, where: P
     # A setting added after the checkpoint was written is missing there: it had the default.
     saved = {**TrainConfig().to_dict(), **meta["config"]}
     # A schedule spans all the epochs, so more of them would change the steps already taken.
-    fixed = {"epochs"} if config.schedule != "constant" else set()
+    # (Which schedule is the checkpoint's: a different one is refused as any other setting.)
+    fixed = {"epochs"} if saved.get("schedule", "constant") != "constant" else set()
     for name, value in config.to_dict().items():
         if (name in RESUMABLE_CHANGES and name not in fixed) or saved.get(name) == value:
             continue
         if name in fixed:
             raise CheckpointError(
                 f"checkpoint {where} was made with `epochs` {saved.get(name)!r}, and its "
-                f"`schedule` {config.schedule} spans them all: resume with `epochs` "
+                f"`schedule` {saved.get('schedule')} spans them all: resume with `epochs` "
                 f"{saved.get(name)!r}, or start anew with another `checkpoint_dir`"
             )
         raise CheckpointError(

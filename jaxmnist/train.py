@@ -53,8 +53,8 @@ CONFIG_FLAGS = {
     "learning_rate": (number, "step size, the peak of a schedule (book presets: 1e-3)"),
     "schedule": (
         CHOICES["schedule"],
-        "learning rate over the run: constant (the book's), or warmup-linear: up from 0 over the "
-        "first 10%% of steps, down to 0 at the last",
+        "learning rate over the run: constant (the book's), or warmup-linear: up from 0 to the "
+        "peak over the first 10%% of steps, then down towards 0 at the end",
     ),  # fmt: skip
     "init": (CHOICES["init"], "weight initialiser"),
     "loss": (CHOICES["loss"], "logits: stable log-softmax; probs: Keras's clipped loss on softmax"),

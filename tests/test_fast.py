@@ -13,7 +13,7 @@ from jaxmnist import losses
 from jaxmnist.config import PRESETS, validate
 from jaxmnist.engine import fit
 from jaxmnist.errors import CheckpointError, UsageError
-from jaxmnist.model import chapter_model, init_params
+from jaxmnist.model import chapter_model, init_params, logits
 from jaxmnist.optim import WARMUP_FRACTION, optimizer_for, warmup_linear
 from jaxmnist.resume import check_compatible
 from jaxmnist.runner import train_and_evaluate
@@ -93,6 +93,47 @@ def test_schedule_spans_every_epoch_of_the_run():
     assert float(rate(7)) == pytest.approx(config.learning_rate / 7) and float(rate(8)) == 0.0
 
 
+@pytest.mark.parametrize("split", [0.0, 0.25])
+def test_fit_spans_the_schedule_over_every_step_it_takes(monkeypatch, split):
+    # 512 images, a quarter held out or not, in batches of 128: 3 or 4 steps an epoch, 2 epochs.
+    from jaxmnist import engine, optim, seeds
+
+    asked = []
+
+    def recording(config, steps_per_epoch=1):
+        asked.append(config.epochs * steps_per_epoch)
+        return optim.optimizer_for(config, steps_per_epoch)
+
+    monkeypatch.setattr(engine, "optimizer_for", recording)
+    monkeypatch.setattr(seeds, "optimizer_for", recording)
+    (images, labels), _ = synthetic_mnist(512, 8)
+    config = FAST.replace(hidden=16, validation_split=split)
+    steps = 2 * (3 if split else 4)
+
+    def fresh():
+        return init_state(jax.random.key(0), chapter_model(16), config.init, optimizer_for(config))
+
+    state, _ = fit(fresh(), images, labels, config=config, data_key=jax.random.key(1))
+    [seeded] = seeds.fit_seeds(
+        [fresh()], images, labels, config=config, data_keys=[jax.random.key(1)]
+    )
+    assert asked == [steps, steps]
+    assert int(state.opt_state.count) == int(seeded.opt_state.count) == steps
+
+
+def test_evaluation_reports_the_smoothed_loss():
+    from jaxmnist.step import evaluate
+
+    (images, labels), _ = synthetic_mnist(64, 8)
+    spec = chapter_model(16)
+    params = init_params(jax.random.key(0), spec, "glorot")
+    z = logits(params, images.reshape(64, -1).astype(np.float32) / 255, spec)
+    want = float(jnp.mean(losses.per_sample_loss(z, jnp.asarray(labels), "logits", 0.1)))
+    plain = float(jnp.mean(losses.per_sample_loss(z, jnp.asarray(labels), "logits")))
+    got, _ = evaluate(params, images, labels, spec, label_smoothing=0.1)
+    assert got == pytest.approx(want, rel=1e-6) and abs(got - plain) > 1e-3
+
+
 def test_resuming_a_schedule_with_more_epochs_is_refused(tmp_path):
     meta = {"config": FAST.to_dict(), "data_fingerprint": "f", "epoch": 2}
     with pytest.raises(CheckpointError, match="`epochs` 2, and its `schedule` warmup-linear spans"):
@@ -100,6 +141,9 @@ def test_resuming_a_schedule_with_more_epochs_is_refused(tmp_path):
     constant = FAST.replace(schedule="constant")
     meta["config"] = constant.to_dict()
     check_compatible(meta, constant.replace(epochs=3), "f", tmp_path)  # a constant rate may go on
+    # A constant-rate checkpoint asked to go on with a schedule: the schedule is what differs.
+    with pytest.raises(CheckpointError, match="`schedule` 'constant', this run asks for"):
+        check_compatible(meta, FAST.replace(epochs=3), "f", tmp_path)
 
 
 # --- the whole step against float64 NumPy ----------------------------------------------------
