@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.seeds < 1:
         parser.error("--repeats and --seeds must be at least 1")
+    if args.timeout <= 0 or args.train_samples < 0:
+        parser.error("--timeout must be positive and --train-samples at least 0")
     return args
 
 
@@ -213,6 +215,17 @@ def goal_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _finite(value):
+    """`value` with every NaN or infinite float, however deep, as None: strict JSON has neither."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     from benchmarks.compare import _fetch_data
@@ -225,7 +238,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     runs_dir = args.out / "speedrun-runs"
     machine, load = machine_info(), OtherLoad()
     for system in systems[: len(PRESETS)]:  # warm the data and compilation caches, untimed
-        run_system(system, common, runs_dir, repeat=-1, timeout=args.timeout)
+        warm = run_system(system, common, runs_dir, repeat=-1, timeout=args.timeout)
+        if warm.status != "ok":
+            print(f"[warm-up] {system.name}: {warm.status} {warm.reason}", file=sys.stderr)
     runs: dict[str, list] = {system.name: [] for system in systems}
     for repeat in range(args.repeats):
         for system in systems:
@@ -249,7 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (args.out / "speedrun.md").write_text(report + "\n")
     result = {"command": ["python", "-m", "benchmarks.speedrun", *(argv or sys.argv[1:])]}
     result.update(machine=machine, settings=vars(args) | {"out": str(args.out)}, rows=rows)
-    text = json.dumps(result, indent=1, default=str).replace("NaN", "null")
+    text = json.dumps(_finite(result), indent=1, default=str, allow_nan=False)
     (args.out / "speedrun.json").write_text(text + "\n")
     return rows
 

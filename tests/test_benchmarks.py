@@ -377,3 +377,22 @@ def test_speedrun_runs_tiny(tmp_path):
     assert [len(c) for c in rows[1]["accuracy"]["curves"]] == [5, 5]
     saved = json.loads((tmp_path / "speedrun.json").read_text())
     assert saved["rows"][0]["name"] == "fast" and (tmp_path / "speedrun.md").exists()
+
+
+def test_speedrun_json_has_no_nan_and_keeps_strings():
+    from benchmarks import speedrun
+
+    cleaned = speedrun._finite({"a": [math.nan, 1.0, {"b": math.inf}], "reason": "NaN in log"})
+    assert cleaned == {"a": [None, 1.0, {"b": None}], "reason": "NaN in log"}
+    json.dumps(cleaned, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--repeats", "0"], ["--timeout", "-1"], ["--train-samples", "-5"]]
+)
+def test_speedrun_rejects_bad_arguments(argv, capsys):
+    from benchmarks import speedrun
+
+    with pytest.raises(SystemExit) as stopped:
+        speedrun.parse_args(argv)
+    assert stopped.value.code == 2 and "error:" in capsys.readouterr().err
