@@ -104,7 +104,7 @@ def test_ratios_to_the_baseline_and_the_floor():
     assert (rows[0].vs_baseline, rows[0].vs_floor) == (1.0, 2.0)
     assert (rows[1].vs_baseline, rows[1].vs_floor, rows[1].wall_vs_baseline) == (2.0, 4.0, 4.0)
     assert any(
-        "torch / jaxmnist s/epoch = 2.00 (target >= 1.8): met" in t for t in target_lines(rows)
+        "torch / jaxmnist s/epoch = 2.00 (target >= 2.0): met" in t for t in target_lines(rows)
     )
 
 
