@@ -112,6 +112,13 @@ def test_npz_with_pickled_objects_is_refused():
         parse_npz(buffer.getvalue(), "f.npz")
 
 
+@pytest.mark.parametrize("data", [b"not an npz", b"\x80\x04K\x01.", b""])
+def test_bytes_that_are_no_zip_are_named_so_without_pickle_advice(data):
+    with pytest.raises(DataError, match=r"f.npz: not a readable npz \(not a zip archive\)") as e:
+        parse_npz(data, "f.npz")
+    assert "pickle" not in str(e.value)
+
+
 def test_npz_truncated(tiny_mnist, mnist_files):
     data = mnist_files.npz_bytes(tiny_mnist)
     with pytest.raises(DataError, match="f.npz: not a readable npz"):
@@ -141,3 +148,48 @@ def test_random_bytes_and_missing_files(tmp_path):
     bad_gz.write_bytes(b"\x1f\x8b" + b"\x00" * 30)
     with pytest.raises(DataError, match="bad.gz: corrupt gzip data"):
         read_path(bad_gz)
+
+
+def _npz(save=np.savez, **arrays):
+    import io
+
+    buffer = io.BytesIO()
+    save(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _splits(tiny_mnist):
+    (x_train, y_train), (x_test, y_test) = tiny_mnist
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def test_stored_npz_members_are_read_in_place(tiny_mnist):
+    # The cache's layout (np.savez: stored, C order): every array is a read-only view of the bytes.
+    data = _npz(**_splits(tiny_mnist))
+    arrays = parse_npz(data, "f.npz")
+    assert _same(arrays, tiny_mnist)
+    for array in (*arrays[0], *arrays[1]):
+        assert np.shares_memory(array, np.frombuffer(data, np.uint8))
+        assert not array.flags.writeable
+
+
+@pytest.mark.parametrize("layout", ["compressed", "fortran"])
+def test_other_npz_layouts_are_read_by_numpy(tiny_mnist, layout):
+    splits = _splits(tiny_mnist)
+    if layout == "compressed":
+        data = _npz(np.savez_compressed, **splits)
+    else:
+        data = _npz(**{key: np.asfortranarray(value) for key, value in splits.items()})
+    arrays = parse_npz(data, "f.npz")
+    assert _same(arrays, tiny_mnist)
+    raw = np.frombuffer(data, np.uint8)  # images: 3-D, so stored in Fortran order as such
+    assert not any(np.shares_memory(images, raw) for images in (arrays[0][0], arrays[1][0]))
+
+
+def test_stored_npz_member_with_a_flipped_byte_is_refused(tiny_mnist):
+    # In-place reading must keep the zip's CRC check: a corrupt member is an error, not data.
+    data = bytearray(_npz(**_splits(tiny_mnist)))
+    at = bytes(data).index(tiny_mnist[1][0].tobytes())  # the test images' first pixels
+    data[at] ^= 0xFF
+    with pytest.raises(DataError, match="f.npz: not a readable npz .*CRC"):
+        parse_npz(bytes(data), "f.npz")

@@ -58,7 +58,7 @@ def checked_labels(labels: object, where: str, name: str) -> np.ndarray:
             f"{where}: {name} holds labels outside 0..9 (min {labels.min()}, max {labels.max()}); "
             "the file is corrupt, supply a genuine MNIST file"
         )
-    return labels.astype(np.uint8)
+    return labels.astype(np.uint8, copy=False)
 
 
 def checked_images(images: object, where: str, name: str) -> np.ndarray:

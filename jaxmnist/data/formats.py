@@ -10,6 +10,8 @@ import io
 import math
 import os
 import stat
+import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -140,6 +142,9 @@ def read_idx_dir(directory: Path) -> Arrays:
 def parse_npz(data: bytes, where: str) -> Arrays:
     """A Keras-style npz (x_train, y_train, x_test, y_test), read without pickle."""
     keys = ("x_train", "y_train", "x_test", "y_test")
+    if not data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        # np.load takes anything else for a pickle, and its refusal advises unpickling it.
+        raise DataError(f"{where}: not a readable npz (not a zip archive); {HOW_TO}")
     with guarded(where, "not a readable npz", HOW_TO):
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = sorted(set(keys) - set(npz.files))
@@ -150,10 +155,49 @@ def parse_npz(data: bytes, where: str) -> Arrays:
             inflated = sum(m.file_size for m in members if m.filename.removesuffix(".npy") in keys)
             if inflated > MAX_BYTES:
                 raise oversized(f"{where} (inflated)", inflated, HOW_TO, MAX_BYTES)
-            x_train, y_train, x_test, y_test = (npz[key] for key in keys)
+            views = (_stored_array(data, npz.zip, f"{key}.npy") for key in keys)
+            x_train, y_train, x_test, y_test = (
+                npz[key] if view is None else view for key, view in zip(keys, views, strict=True)
+            )
         return checked_split(x_train, y_train, where, "train"), checked_split(
             x_test, y_test, where, "test"
         )
+
+
+def _stored_array(data: bytes, archive: zipfile.ZipFile, name: str) -> np.ndarray | None:
+    """The member `name` as a read-only view into `data`, when it is stored uncompressed (as the
+    cache writes it), its CRC holds and its .npy header is a plain one; None otherwise, for
+    np.load's own reader to read or refuse.
+
+    np.load copies each member in 256 KB pieces: 50-140 ms for the cache's 55 MB, against a few
+    for the CRC alone (measured on a 2-core Zen 5).
+    """
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return None
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # 0x1: encrypted
+        return None
+    local = data[info.header_offset : info.header_offset + 30]
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    member = memoryview(data)[start : start + info.file_size]
+    if len(member) != info.file_size or zlib.crc32(member) != info.CRC:
+        return None
+    header = io.BytesIO(member[: min(len(member), 65536)])
+    version = np.lib.format.read_magic(header)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(header)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(header)
+    else:
+        return None
+    count = math.prod(shape)
+    if dtype.hasobject or fortran_order or header.tell() + count * dtype.itemsize != len(member):
+        return None
+    return np.frombuffer(data, dtype, count, start + header.tell()).reshape(shape)
 
 
 def _pixels(images: object, where: str, name: str) -> np.ndarray:
