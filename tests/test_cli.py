@@ -29,11 +29,14 @@ TEST_LINE = re.compile(r"^test accuracy: [01]\.\d{4} - test loss: \d+\.\d{4}$")
 
 @pytest.fixture(autouse=True)
 def _synthetic_data(monkeypatch):
-    """train.py imports load_mnist from jaxmnist.data at run time: patch it there."""
+    """train.py imports load_mnist from jaxmnist.data at run time: patch it there.
+
+    Records (path, may download) per call: a run first reads the cache quietly while jax imports.
+    """
     calls = []
 
-    def fake_load_mnist(path=None, **kwargs):
-        calls.append(path)
+    def fake_load_mnist(path=None, *, download=True, **kwargs):
+        calls.append((path, download))
         return DATA
 
     monkeypatch.setattr(jaxmnist.data, "load_mnist", fake_load_mnist)
@@ -168,7 +171,7 @@ def test_data_dir_is_passed_to_the_loader(tmp_path, _synthetic_data):
         ["--epochs", "1", "--quiet", "--no-checkpoint", "--data-dir", str(tmp_path), *FAST]
     )
     assert code == 0, err
-    assert _synthetic_data == [str(tmp_path)]
+    assert _synthetic_data == [(str(tmp_path), False)]  # read from the cache, beside jax's import
 
 
 # --- Bad values: one line on stderr, exit 2 -------------------------------------------------------
@@ -264,7 +267,7 @@ def test_device_gpu_without_a_gpu(_synthetic_data):
     line = _assert_one_line_error(err)
     assert "gpu" in line.lower()
     assert "pip install -U 'jax[cuda12]'" in line  # how to get jax's CUDA build
-    assert out == "" and _synthetic_data == []
+    assert out == "" and all(not download for _, download in _synthetic_data)  # nothing fetched
 
 
 def test_help_exits_0():
@@ -367,7 +370,7 @@ def test_metrics_out_naming_a_directory_is_refused_up_front(tmp_path, _synthetic
     assert code == 2
     line = _assert_one_line_error(err)
     assert "is a directory" in line and str(tmp_path) in line
-    assert out == "" and _synthetic_data == []  # refused before loading data or training
+    assert out == "" and all(not download for _, download in _synthetic_data)  # nothing fetched
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path.parent) == []
 
 

@@ -103,6 +103,8 @@ def test_no_download_says_how_to_get_the_data():
         DataError, match=r"no MNIST data cached; run `python -m jaxmnist.data fetch`"
     ):
         load(download=False)
+    with pytest.raises(DataError, match=r"no MNIST data cached"):
+        load_mnist(download=False)
 
 
 def test_offline_with_empty_cache_is_one_error(served):

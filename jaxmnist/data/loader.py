@@ -41,6 +41,7 @@ def load_mnist(
     cache_dir: str | os.PathLike | None = None,
     verify: bool = True,
     progress: bool | None = None,
+    download: bool = True,
 ) -> Arrays:
     """MNIST as `keras.datasets.mnist.load_data()` gives it: ((x_train, y_train), (x_test, y_test)).
 
@@ -48,9 +49,12 @@ def load_mnist(
     (a file or directory; else $JAXMNIST_DATA), then the cache (`cache_dir`, else
     $XDG_CACHE_HOME/jaxmnist), then downloads through the mirror chain and caches the result.
     `verify` checks the content fingerprint; `progress` (default: stderr is a terminal) shows
-    download progress. Every failure is a DataError with one line naming the fix.
+    download progress; `download=False` stops at the cache. Every failure is a DataError with one
+    line naming the fix.
     """
-    return load(path, cache_dir=cache_dir, verify=verify, progress=progress).arrays
+    return load(
+        path, cache_dir=cache_dir, verify=verify, progress=progress, download=download
+    ).arrays
 
 
 def load(
