@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
 import numpy as np
@@ -146,7 +147,7 @@ class EndlessResponse:
 
 def test_a_download_stops_at_the_cap(monkeypatch):
     endless = EndlessResponse()
-    monkeypatch.setattr(transport.urllib.request, "urlopen", lambda url, timeout: endless)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: endless)
     monkeypatch.setattr(transport, "MAX_BYTES", 2**20)
     with pytest.raises(Oversized, match=r"^https://m/x.npz: is over the 1 MB cap"):
         NetTransport(progress=False).get("https://m/x.npz")
@@ -155,7 +156,7 @@ def test_a_download_stops_at_the_cap(monkeypatch):
 
 def test_a_download_announcing_too_many_bytes_is_not_read(monkeypatch):
     huge = EndlessResponse(length=600 * 2**20)
-    monkeypatch.setattr(transport.urllib.request, "urlopen", lambda url, timeout: huge)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: huge)
     with pytest.raises(Oversized, match=r"^https://m/x.npz: is 600 MB, over the 512 MB cap"):
         NetTransport(progress=False).get("https://m/x.npz")
     assert huge.read_bytes == 0
