@@ -67,17 +67,16 @@ class ScanLoop:
             by_row = NamedSharding(mesh, P("data"))
             split = functools.partial(lax.with_sharding_constraint, shardings=by_row)
 
-        @functools.partial(
-            jax.jit, out_shardings=None if mesh is None else NamedSharding(mesh, P())
-        )
-        def order_fn(key):
-            if seeds:
-                return jax.vmap(one_order)(key)
-            return one_order(key)
+        replicated = None if mesh is None else NamedSharding(mesh, P())
 
-        def one_order(key):
-            order = epoch_order(key if config.shuffle else None, n)
-            return jnp.pad(order, (0, padded - n))  # padding rows are masked out below
+        def orders(data_key, epoch):
+            if seeds:
+                return jax.vmap(one_order, in_axes=(0, None))(data_key, epoch)
+            return one_order(data_key, epoch)
+
+        def one_order(data_key, epoch):
+            key = epoch_key(data_key, epoch) if config.shuffle else None
+            return jnp.pad(epoch_order(key, n), (0, padded - n))  # padding rows are masked below
 
         if seeds:  # [S, ...] states, [S, B] batches, one mask for all
             train_step = jax.vmap(train_step, in_axes=(0, 0, 0, None))
@@ -94,12 +93,27 @@ class ScanLoop:
 
             return lax.scan(body, state, first_step + jnp.arange(num_steps, dtype=jnp.int32))
 
-        self.order_fn = order_fn
-        # The state is donated: its buffers are reused for the new state, not copied.
-        self.run_fn = jax.jit(run_fn, static_argnames="num_steps", donate_argnums=0)
+        def epoch_fn(state, images, labels, data_key, epoch):
+            return run_fn(state, images, labels, orders(data_key, epoch), 0, self.steps)
 
-    def epoch(self, state: TrainState, key: jax.Array, per_dispatch: int) -> Dispatches:
-        order = self.order_fn(key)
+        # The state is donated: its buffers are reused for the new state, not copied.
+        self.order_fn = jax.jit(orders, out_shardings=replicated)
+        self.run_fn = jax.jit(run_fn, static_argnames="num_steps", donate_argnums=0)
+        # A whole epoch in one dispatch draws its own order: one program to trace, load and run
+        # instead of three (the epoch key, the order, the steps), which is 0.05-0.06 s less at
+        # the start of every run (2-core Zen 5). Split epochs (a live progress bar) draw the
+        # order once and pass it to each dispatch.
+        self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
+
+    def epoch(
+        self, state: TrainState, data_key: jax.Array, epoch: int, per_dispatch: int
+    ) -> Dispatches:
+        """The dispatches of epoch `epoch` (0-based), its order drawn from `data_key`."""
+        epoch = np.int32(epoch)  # a numpy scalar: passed in as is, where jnp's would dispatch
+        if per_dispatch >= self.steps:
+            yield self.epoch_fn(state, *self.data, data_key, epoch)
+            return
+        order = self.order_fn(data_key, epoch)
         for first in range(0, self.steps, per_dispatch):
             num_steps = min(per_dispatch, self.steps - first)
             state, metrics = self.run_fn(state, *self.data, order, first, num_steps=num_steps)
@@ -117,9 +131,11 @@ class _BatchLoop:
         self.steps = num_batches(len(images), config.batch_size)
         self.step_fn = jax.jit(train_step, donate_argnums=0)
 
-    def epoch(self, state: TrainState, key: jax.Array, per_dispatch: int) -> Dispatches:
+    def epoch(
+        self, state: TrainState, data_key: jax.Array, epoch: int, per_dispatch: int
+    ) -> Dispatches:
         pending: list[StepMetrics] = []
-        order_key = key if self.shuffle else None
+        order_key = epoch_key(data_key, epoch) if self.shuffle else None
         for batch in batches(
             self.images, self.labels, self.batch_size, key=order_key, device=self.device
         ):
@@ -192,7 +208,7 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_begin(epoch + 1, loop.steps)
         tracker = EpochTracker(epoch + 1, callbacks)
-        for new_state, metrics in loop.epoch(state, epoch_key(data_key, epoch), per_dispatch):
+        for new_state, metrics in loop.epoch(state, data_key, epoch, per_dispatch):
             state = new_state  # the old one was donated to the dispatch
             tracker.add(metrics)
             if tracker.done < loop.steps and should_stop():

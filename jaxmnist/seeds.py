@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist.batches import epoch_key, hold_out, num_batches
+from jaxmnist.batches import hold_out, num_batches
 from jaxmnist.callbacks import EpochResult
 from jaxmnist.config import TrainConfig
 from jaxmnist.engine import EpochTracker, ScanLoop
@@ -80,7 +80,7 @@ def fit_seeds(
         else:
             for k, tracker in enumerate(trackers):
                 tracker.start = time.perf_counter()  # a seed's epoch time is its own
-                dispatches = loop.epoch(states[k], epoch_key(keys[k], epoch), per_dispatch)
+                dispatches = loop.epoch(states[k], keys[k], epoch, per_dispatch)
                 for new_state, metrics in dispatches:
                     states[k] = new_state  # the old one was donated to the dispatch
                     _add(tracker, metrics, k)
@@ -97,8 +97,7 @@ def fit_seeds(
 
 def _vmapped_epoch(loop, states, keys, epoch, trackers, per_dispatch, should_stop):
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    epoch_keys = jax.vmap(epoch_key, in_axes=(0, None))(keys, epoch)
-    for new_stacked, metrics in loop.epoch(stacked, epoch_keys, per_dispatch):
+    for new_stacked, metrics in loop.epoch(stacked, keys, epoch, per_dispatch):
         stacked = new_stacked
         by_seed = fetch(metrics)  # [steps, seeds] each
         for k, tracker in enumerate(trackers):
