@@ -373,7 +373,7 @@ def test_speedrun_runs_tiny(tmp_path):
         assert 0 < row["training"]["median"] < row["process"]["median"]
         curves = row["accuracy"]["curves"]
         assert len(curves) == 2 and all(0.5 < a <= 1 for curve in curves for a in curve)
-    assert [len(c) for c in rows[0]["accuracy"]["curves"]] == [2, 2]  # the fast preset's epochs
+    assert [len(c) for c in rows[0]["accuracy"]["curves"]] == [3, 3]  # the fast preset's epochs
     assert [len(c) for c in rows[1]["accuracy"]["curves"]] == [5, 5]
     saved = json.loads((tmp_path / "speedrun.json").read_text())
     assert saved["rows"][0]["name"] == "fast" and (tmp_path / "speedrun.md").exists()
