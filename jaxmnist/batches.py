@@ -1,24 +1,21 @@
 """Batches of MNIST: the chapter's BatchGenerator as an iterator that feeds the device ahead of use.
 
-Both training loops draw an epoch's order from `epoch_order`, so the per-batch path and the
-on-device scan path see the same samples in the same batches for the same key.
+Both training loops draw epoch e's order as `permutation(epoch_key(data_key, e), N)` (the scan
+loop through `epoch_order`), on the host, so they see the same samples in the same batches.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxmnist import shuffle
 from jaxmnist.config import training_size
-
-_RADIX_LIMIT = 1 << 16  # positions must fit in the low 16 bits of a packed sort key
 
 
 class Batch(NamedTuple):
@@ -47,41 +44,32 @@ def epoch_key(data_key: jax.Array, epoch: int) -> jax.Array:
     return jax.random.fold_in(data_key, epoch)
 
 
-def epoch_order(key: jax.Array | None, num_samples: int) -> jax.Array:
-    """A permutation of range(N) drawn from `key`, or range(N) itself when `key` is None.
-
-    The permutation is exactly `jax.random.permutation(key, N)`, computed faster for N <= 65536.
-    """
-    if key is None:
-        return jnp.arange(num_samples, dtype=jnp.int32)
-    if num_samples > _RADIX_LIMIT:
-        return jax.random.permutation(key, num_samples).astype(jnp.int32)
-    return _permutation(key, num_samples)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _permutation(key: jax.Array, num_samples: int) -> jax.Array:
-    # jax.random.permutation's algorithm: rounds of a stable sort of the values by fresh random
-    # 32-bit keys. Its sort of (key, value) pairs is slow on XLA's CPU backend (23 ms for 60000,
-    # 7% of an epoch); the same stable order from two sorts of single uint32 arrays takes 6 ms.
-    rounds = math.ceil(3 * math.log(max(1, num_samples)) / math.log(2**32 - 1))
-    values = jnp.arange(num_samples, dtype=jnp.int32)
-    for _ in range(rounds):
-        key, round_key = jax.random.split(key)
-        values = values[stable_argsort_u32(jax.random.bits(round_key, (num_samples,), jnp.uint32))]
-    return values
+def epoch_order(data_key: jax.Array | None, epoch: int, num_samples: int) -> np.ndarray:
+    """Epoch `epoch`'s order of range(N): `permutation(epoch_key(data_key, epoch), N)`, the key
+    derived on the host too. `data_key` may carry leading axes (one key per seed: [S, N] out);
+    None gives range(N) itself."""
+    if data_key is None:
+        return np.arange(num_samples, dtype=np.int32)
+    words = shuffle.host_key(data_key)
+    if words is None:
+        return permutation(epoch_key(data_key, epoch), num_samples)
+    return _per_key(words, lambda k: shuffle.permutation(shuffle.fold_in(k, epoch), num_samples))
 
 
-def stable_argsort_u32(sort_keys: jax.Array) -> jax.Array:
-    """argsort(sort_keys, stable=True) for uint32 keys of at most 65536 elements.
+def permutation(key: jax.Array, num_samples: int) -> np.ndarray:
+    """Exactly `jax.random.permutation(key, N)` as int32, drawn on the host (`jaxmnist.shuffle`)
+    unless jax's PRNG is one that module does not reproduce. `key` may carry leading axes."""
+    words = shuffle.host_key(key)
+    if words is None:  # jax draws it, key by key
+        words = key.reshape(*key.shape, 1)
+        return _per_key(words, lambda k: np.asarray(jax.random.permutation(k[0], num_samples)))
+    return _per_key(words, lambda k: shuffle.permutation(k, num_samples))
 
-    Least-significant-digit radix sort with two 16-bit digits: each pass sorts one uint32 array
-    holding (digit << 16 | position), whose order is the stable order by that digit.
-    """
-    positions = jnp.arange(sort_keys.shape[0], dtype=jnp.uint32)
-    by_low = jnp.sort(((sort_keys & 0xFFFF) << 16) | positions) & 0xFFFF
-    by_high = jnp.sort(((sort_keys[by_low] >> 16) << 16) | positions) & 0xFFFF
-    return by_low[by_high].astype(jnp.int32)
+
+def _per_key(keys, draw) -> np.ndarray:
+    """draw(key) for each key along the last axis's leading axes, stacked, as int32."""
+    flat = keys.reshape(-1, keys.shape[-1])
+    return np.stack([draw(k) for k in flat]).astype(np.int32).reshape(*keys.shape[:-1], -1)
 
 
 def batches(
@@ -105,7 +93,7 @@ def batches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     images = np.asarray(images).reshape(len(images), -1)
     labels = np.asarray(labels)
-    order = None if key is None else np.asarray(epoch_order(key, len(images)))
+    order = None if key is None else permutation(key, len(images))
     pending: collections.deque[Batch] = collections.deque()
     for start in range(0, len(images), batch_size):
         index = (

@@ -55,7 +55,7 @@ def compiled_step_text(devices):
         init_state(jax.random.key(0), spec, CONFIG.init, optimizer),
         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
     )
-    order = loop.order_fn(jax.random.key(1), np.int32(0))
+    order = loop.put_order(loop.order(jax.random.key(1), 0))
     lowered = loop.run_fn.lower(state, *loop.data, order, 0, num_steps=2)
     return lowered.compile().as_text()
 
