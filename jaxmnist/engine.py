@@ -2,7 +2,8 @@
 
 Both loops run the same step and yield the per-step metrics of each dispatch:
 - "scan" (the fast path): the training set lives on the device as uint8; each dispatch is one
-  jitted `lax.scan` over many steps that gathers its batches on the device from the epoch's order.
+  jitted `lax.scan` over many steps that gathers its batches on the device from the epoch's order
+  (drawn on the host, `batches.epoch_order`).
   The ragged last batch is padded to the full batch size and masked, so every step has one shape
   and nothing recompiles from epoch to epoch.
 - "batch": the chapter's loop, one jitted call per batch from the `batches` iterator; the smaller
@@ -46,8 +47,8 @@ Dispatches = Iterator[tuple[TrainState, StepMetrics]]
 class ScanLoop:
     """Epochs as jitted lax.scan dispatches over the training set held on the device.
 
-    With `seeds`, the state and the epoch key carry a leading seed axis: each seed draws its
-    own order and takes its own step, vmapped (see `jaxmnist.seeds`)."""
+    With `seeds`, the state and the epoch key carry a leading seed axis: each seed has its own
+    order and takes its own step, vmapped (see `jaxmnist.seeds`)."""
 
     def __init__(
         self, train_step, images, labels, config: TrainConfig, device, mesh=None, seeds=False
