@@ -53,7 +53,9 @@ def epoch_order(data_key: jax.Array | None, epoch: int, num_samples: int) -> np.
     words = shuffle.host_key(data_key)
     if words is None:
         return permutation(epoch_key(data_key, epoch), num_samples)
-    return _per_key(words, lambda k: shuffle.permutation(shuffle.fold_in(k, epoch), num_samples))
+    keys = words.reshape(-1, 2)
+    orders = [shuffle.permutation(shuffle.fold_in(k, epoch), num_samples) for k in keys]
+    return _stacked(orders, data_key.shape)
 
 
 def permutation(key: jax.Array, num_samples: int) -> np.ndarray:
@@ -61,15 +63,15 @@ def permutation(key: jax.Array, num_samples: int) -> np.ndarray:
     unless jax's PRNG is one that module does not reproduce. `key` may carry leading axes."""
     words = shuffle.host_key(key)
     if words is None:  # jax draws it, key by key
-        words = key.reshape(*key.shape, 1)
-        return _per_key(words, lambda k: np.asarray(jax.random.permutation(k[0], num_samples)))
-    return _per_key(words, lambda k: shuffle.permutation(k, num_samples))
+        orders = [jax.random.permutation(k, num_samples) for k in key.reshape(-1)]
+    else:
+        orders = [shuffle.permutation(k, num_samples) for k in words.reshape(-1, 2)]
+    return _stacked(orders, key.shape)
 
 
-def _per_key(keys, draw) -> np.ndarray:
-    """draw(key) for each key along the last axis's leading axes, stacked, as int32."""
-    flat = keys.reshape(-1, keys.shape[-1])
-    return np.stack([draw(k) for k in flat]).astype(np.int32).reshape(*keys.shape[:-1], -1)
+def _stacked(orders, leading: tuple[int, ...]) -> np.ndarray:
+    """One order per key, as int32 [*leading, N]."""
+    return np.stack([np.asarray(o) for o in orders]).astype(np.int32).reshape(*leading, -1)
 
 
 def batches(
