@@ -100,8 +100,8 @@ def role(instruction: Instruction, batch: int, hidden: int) -> tuple[str, str]:
     if "/gather" in op or dims == (batch, INPUTS):
         return "batch", what
     if not inside:
-        parameters = {(INPUTS, hidden): "W1", (hidden,): "b1", (hidden, CLASSES): "W2"}
-        parameters[(CLASSES,)] = "b2"
+        parameters = {(INPUTS, hidden): "W1", (hidden,): "b1"}
+        parameters |= {(hidden, CLASSES): "W2", (CLASSES,): "b2"}
         if dims in parameters:
             return "update", f"{parameters[dims]}: {what}"
         return "other", what
@@ -254,7 +254,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", choices=tuple(PRESETS), default="keras")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs traced (2), after 3 untraced")
+    untraced = WARMUP_EPOCHS + 1
+    parser.add_argument(
+        "--epochs", type=int, default=2, help=f"epochs traced (2), after {untraced} untraced"
+    )
     parser.add_argument(
         "--train-samples", type=int, default=0, help="train on the first N images (0: all)"
     )
@@ -293,8 +296,13 @@ def main(argv: list[str] | None = None) -> dict:
         )
     report = markdown(result, floor, args.top)
     print(report)
-    result.update(machine=machine_info(), settings=vars(args) | {"out": str(args.out)})
-    result.update(parts=parts(result["ops"]), floor=floor, xla_flags=os.environ["XLA_FLAGS"])
+    result.update(
+        machine=machine_info(),
+        settings=vars(args) | {"out": str(args.out)},
+        parts=parts(result["ops"]),
+        floor=floor,
+        xla_flags=os.environ["XLA_FLAGS"],
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_profile.md").write_text(report + "\n")
     (args.out / "step_profile.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -302,4 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from jaxmnist._cli import run_main
+
+    # A data or device failure (no network for the first download, a damaged cache) as one line.
+    raise SystemExit(run_main("python -m benchmarks.step_profile", lambda: main() and 0))
