@@ -53,9 +53,8 @@ def epoch_order(data_key: jax.Array | None, epoch: int, num_samples: int) -> np.
     words = shuffle.host_key(data_key)
     if words is None:
         return permutation(epoch_key(data_key, epoch), num_samples)
-    keys = words.reshape(-1, 2)
-    orders = [shuffle.permutation(shuffle.fold_in(k, epoch), num_samples) for k in keys]
-    return _stacked(orders, data_key.shape)
+    keys = np.stack([shuffle.fold_in(k, epoch) for k in words.reshape(-1, 2)])
+    return _stacked(shuffle.permutations(keys, num_samples), data_key.shape)
 
 
 def permutation(key: jax.Array, num_samples: int) -> np.ndarray:
@@ -65,7 +64,7 @@ def permutation(key: jax.Array, num_samples: int) -> np.ndarray:
     if words is None:  # jax draws it, key by key
         orders = [jax.random.permutation(k, num_samples) for k in key.reshape(-1)]
     else:
-        orders = [shuffle.permutation(k, num_samples) for k in words.reshape(-1, 2)]
+        orders = shuffle.permutations(words.reshape(-1, 2), num_samples)
     return _stacked(orders, key.shape)
 
 

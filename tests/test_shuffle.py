@@ -67,3 +67,21 @@ def test_host_key():
     assert shuffle.host_key(jax.random.key(7, impl="rbg")) is None
     with jax.threefry_partitionable(False):  # jax's older counters: not reproduced here
         assert shuffle.host_key(key) is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 60000])
+def test_permutations_of_many_keys_match_jax_key_by_key(size):
+    # Every round of every key is sorted on the shared threads: the orders must come back
+    # to the key they belong to, each exactly jax.random.permutation's.
+    keys = jax.random.split(jax.random.key(3), 5)
+    expected = np.stack([np.asarray(jax.random.permutation(k, size)) for k in keys])
+    got = shuffle.permutations(_words(keys), size)
+    assert got.dtype == np.int32 and got.shape == (5, size)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_permutations_on_one_thread_match_many(monkeypatch):
+    keys = _words(jax.random.split(jax.random.key(4), 3))
+    threaded = shuffle.permutations(keys, 1000)
+    monkeypatch.setattr(shuffle, "_threads", lambda: 1)
+    np.testing.assert_array_equal(shuffle.permutations(keys, 1000), threaded)
