@@ -396,3 +396,87 @@ def test_speedrun_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as stopped:
         speedrun.parse_args(argv)
     assert stopped.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+# --- the GPU measurements ----------------------------------------------------------------------
+
+
+def _seeds_row(how: str, seeds: int, median: float) -> dict:
+    return {
+        "how": how,
+        "seeds": seeds,
+        "median": median,
+        "min": median,
+        "max": median,
+        "seed_epochs_per_second": seeds / median,
+        "images_per_second": seeds * 60000 / median,
+        "test_accuracy": 0.98,
+    }
+
+
+def test_gpu_seeds_table_compares_each_count_with_its_seeds_in_turn():
+    from benchmarks import gpu
+
+    rows = [_seeds_row("vmap", 10, 0.05), _seeds_row("vmap", 100, 0.2)]
+    rows.append(_seeds_row("sequential", 10, 0.2))
+    lines = gpu.seeds_table(rows).splitlines()
+    # 10 seeds vmapped: 50 ms an epoch, 200 seed-epochs/s, 4x the 200 ms of the seeds in turn
+    assert lines[2] == "| 10 | vmap | 50.0 (50.0-50.0) | 200.0 | 12,000,000 | 4.00 | 0.9800 |"
+    assert lines[3].startswith("| 100 | vmap | 200.0 (200.0-200.0) | 500.0 |")
+    assert "| - |" in lines[3]  # no 100 seeds in turn to compare with
+    assert lines[4].split("|")[6].strip() == "1.00"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([{"name": "jaxmnist", "status": "ok", "epoch_median": 0.0085}], "8.5 ms an epoch"),
+        ([{"name": "jaxmnist", "status": "ok", "epoch_median": 0.012}], "(goal under 10 ms: not"),
+        ([{"name": "jaxmnist", "status": "failed", "epoch_median": math.nan}], "did not run"),
+        ([], "did not run"),
+    ],
+)
+def test_gpu_epoch_goal_line(rows, expected):
+    from benchmarks import gpu
+
+    line = gpu.epoch_goal_line({"rows": rows})
+    assert expected in line
+    assert ("10 ms: met)" in line) == (rows != [] and rows[0]["epoch_median"] < 0.010)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--seed-counts", "0,10"], ["--seed-counts", "a"], ["--parts", "floor"], ["--epochs", "1"]],
+)
+def test_gpu_rejects_bad_arguments(argv, capsys):
+    from benchmarks import gpu
+
+    with pytest.raises(SystemExit) as stopped:
+        gpu.parse_args(argv)
+    assert stopped.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_gpu_measurements_run_tiny_on_the_cpu(tmp_path):
+    from benchmarks import gpu
+
+    argv = ["--device", "cpu", "--train-samples", "1024", "--repeats", "1", "--epochs", "2"]
+    argv += ["--seeds", "2", "--seed-counts", "1,2", "--seed-epochs", "2", "--no-keras"]
+    result = gpu.main([*argv, "--out", str(tmp_path)])
+    rows = {r["name"]: r for r in result["compare"]["rows"]}
+    assert rows["jaxmnist"]["status"] == rows["jaxmnist-bf16"]["status"] == "ok"
+    assert [r["name"] for r in result["speedrun"]] == ["fast", "keras"]
+    seeds = {(r["how"], r["seeds"]): r for r in result["seeds"]}
+    assert sorted(seeds) == [("sequential", 1), ("sequential", 2), ("vmap", 1), ("vmap", 2)]
+    for (_, count), row in seeds.items():
+        assert 0 < row["min"] <= row["median"] <= row["max"]
+        assert row["images_per_second"] == pytest.approx(count * 1024 / row["median"])
+        # vmapped or in turn, the seeds are the same runs (up to float rounding)
+        assert row["test_accuracy"] == pytest.approx(
+            seeds[("sequential", count)]["test_accuracy"], abs=2e-3
+        )
+        assert 0.5 < row["test_accuracy"] <= 1
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    assert saved["machine"]["device_kind"] and saved["seeds"][0]["how"] == "vmap"
+    report = (tmp_path / "gpu.md").read_text()
+    assert "## Per epoch" in report and "## Speedrun" in report and "| 2 | vmap |" in report
