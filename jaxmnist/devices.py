@@ -16,15 +16,25 @@ DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
 
 def tune_xla_cpu() -> None:
-    """On AVX-512 CPUs, let XLA emit 512-bit vector code: measured 3-4% off an epoch there.
+    """XLA's CPU settings that the benchmarks showed faster, each with the same results:
+    - region-based copy insertion, on every CPU: it keeps the output layer's weights, bias and the
+      step counter from being copied every step of the scan (keras preset: 1.5% off an epoch);
+    - on AVX-512 CPUs, 512-bit vector code: 3-4% off an epoch there.
 
-    XLA reads XLA_FLAGS once, when jax first starts a backend, so this runs before that; a
-    vector-width flag the user set is left alone.
+    XLA reads XLA_FLAGS once, when jax first starts a backend, so this runs before that; a flag the
+    user set, to any value, is left alone.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_prefer_vector_width" in flags or not _cpu_has("avx512f"):
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_prefer_vector_width=512".strip()
+    wanted = [(_REGION_COPIES, "true")]
+    if _cpu_has("avx512f"):
+        wanted.append((_VECTOR_WIDTH, "512"))
+    added = [f"--{name}={value}" for name, value in wanted if name not in flags]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+
+
+_REGION_COPIES = "xla_cpu_copy_insertion_use_region_analysis"
+_VECTOR_WIDTH = "xla_cpu_prefer_vector_width"
 
 
 def _cpu_has(feature: str) -> bool:
