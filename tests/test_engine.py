@@ -12,7 +12,7 @@ from _synthetic import synthetic_mnist
 from jaxmnist.batches import batches
 from jaxmnist.config import PRESETS, TrainConfig
 from jaxmnist.data import preprocess
-from jaxmnist.engine import Callback, fit
+from jaxmnist.engine import Callback, as_words, fit, gather_rows
 from jaxmnist.errors import Interrupted, TrainingDiverged
 from jaxmnist.model import chapter_model, predict
 from jaxmnist.optim import make_optimizer
@@ -46,6 +46,33 @@ def _cached_fit(config: TrainConfig, steps_per_dispatch: int | None = None):
 def _assert_params_close(a, b, rtol=1e-6, atol=1e-7):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# --- The training set held as words ------------------------------------------------------------
+
+
+def test_rows_gathered_as_words_are_the_same_bytes():
+    images = np.random.default_rng(0).integers(0, 256, (10, 8), dtype=np.uint8)
+    images[0] = [0, 1, 127, 128, 254, 255, 16, 32]  # every byte position, both halves of a byte
+    words = as_words(images)
+    assert words.dtype == np.uint32 and words.shape == (10, 2)
+    assert np.shares_memory(words, images)  # a view: the training set is not copied
+    index = jax.numpy.array([[0, 3], [9, 0]])  # a seed axis, and a row taken twice
+    rows = gather_rows(jax.device_put(words), index)
+    assert rows.dtype == np.uint8 and rows.shape == (2, 2, 8)
+    np.testing.assert_array_equal(np.asarray(rows), images[np.asarray(index)])
+
+
+@pytest.mark.parametrize(
+    "images",
+    [np.zeros((3, 6), np.uint8), np.zeros((3, 8), np.float32), np.zeros((3, 2, 4), np.uint8)],
+    ids=["width-not-a-multiple-of-4", "float", "not-rows"],
+)
+def test_images_that_are_not_uint8_rows_of_whole_words_are_kept_as_they_are(images):
+    kept = as_words(images)
+    assert kept.dtype == images.dtype and kept.shape == images.shape
+    rows = gather_rows(jax.device_put(kept), jax.numpy.array([2, 0]))
+    np.testing.assert_array_equal(np.asarray(rows), images[[2, 0]])
 
 
 # --- The two loops compute the same training ------------------------------------------------------
