@@ -126,7 +126,8 @@ def gather_rows(images: jax.Array, index: jax.Array) -> jax.Array:
     rows = images[index]
     if rows.dtype != jnp.uint32:
         return rows
-    # Host and device are both little-endian (x86, Arm, NVIDIA): the bytes come back in order.
+    # The words were made in the host's byte order and are read back in the device's: the same
+    # machine, or a little-endian host and GPU, so the bytes come back in order.
     return lax.bitcast_convert_type(rows, jnp.uint8).reshape(*index.shape, -1)
 
 
