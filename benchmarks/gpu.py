@@ -7,7 +7,8 @@
 3. seeds per second: `--seeds` trained in this process, vmapped and in turn, for several counts of
    seeds (the keras preset; epoch 1 compiles and is not timed).
 Each part writes as it finishes, so a lease that ends early keeps what was done: gpu.md and gpu.json
-in --out, compare/ and speedrun/ below it. `--parts` reruns only some.
+in --out, compare/ and speedrun/ below it. A part that fails is named there, with its error, and
+the others still run (the exit status is then 1). `--parts` reruns only some.
 
     python -m benchmarks.gpu [--device gpu] [--parts compare,speedrun,seeds] [--out DIR]
 """
@@ -188,15 +189,54 @@ def write(out: Path, result: dict) -> None:
         sections += ["## Speedrun", result["speedrun_md"]]
     if "seeds" in result:
         sections += ["## Seeds per second (keras preset)", seeds_table(result["seeds"])]
+    if errors := result.get("errors"):
+        sections += ["## Failed", "\n".join(f"- {part}: {line}" for part, line in errors.items())]
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.md").write_text("\n\n".join(sections) + "\n")
     saved = _finite({k: v for k, v in result.items() if not k.endswith("_md")})
     (out / "gpu.json").write_text(json.dumps(saved, indent=1, default=str, allow_nan=False) + "\n")
 
 
+def _compare(args: argparse.Namespace, sample: list[str]) -> tuple[dict, str]:
+    from benchmarks import compare
+
+    systems = ["jaxmnist", "jaxmnist-bf16"] + ([] if missing_modules(("torch",)) else ["torch"])
+    result = compare.main(
+        [
+            *("--device", args.device, "--systems", ",".join(systems)),
+            *("--repeats", str(args.repeats), "--epochs", str(args.epochs)),
+            *("--timeout", str(args.timeout), "--out", str(args.out / "compare"), *sample),
+        ]
+    )
+    return result, (args.out / "compare" / "compare.md").read_text()
+
+
+def _speedrun(args: argparse.Namespace, sample: list[str]) -> tuple[list, str]:
+    from benchmarks import speedrun
+
+    keras = ["--no-keras"] if args.no_keras or missing_modules(("keras",)) else []
+    rows = speedrun.main(
+        [
+            *("--device", args.device, "--repeats", str(args.repeats)),
+            *("--seeds", str(args.seeds), "--timeout", str(args.timeout)),
+            *("--out", str(args.out / "speedrun"), *sample, *keras),
+        ]
+    )
+    return rows, (args.out / "speedrun" / "speedrun.md").read_text()
+
+
+def _seeds(args: argparse.Namespace, sample: list[str]) -> tuple[list, str]:
+    rows = seeds_rates(args.seed_counts, args.device, args.seed_epochs, args.train_samples)
+    return rows, ""
+
+
+_RUNNERS = {"compare": _compare, "speedrun": _speedrun, "seeds": _seeds}
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Runs the chosen parts; the result has an "errors" entry for each part that failed."""
     args = parse_args(argv)
-    from benchmarks import compare, floor, speedrun
+    from benchmarks import floor
 
     if not floor.xla_sees(args.device):
         sys.exit(f"--device {args.device}: JAX sees no such device here (for a GPU: jax[cuda12])")
@@ -205,36 +245,19 @@ def main(argv: list[str] | None = None) -> dict:
         "command": ["python", "-m", "benchmarks.gpu", *(sys.argv[1:] if argv is None else argv)],
         "machine": device_info(args.device),
     }
-    if "compare" in args.parts:
-        systems = ["jaxmnist", "jaxmnist-bf16"] + ([] if missing_modules(("torch",)) else ["torch"])
-        result["compare"] = compare.main(
-            [
-                *("--device", args.device, "--systems", ",".join(systems)),
-                *("--repeats", str(args.repeats), "--epochs", str(args.epochs)),
-                *("--timeout", str(args.timeout), "--out", str(args.out / "compare"), *sample),
-            ]
-        )
-        result["compare_md"] = (args.out / "compare" / "compare.md").read_text()
-        write(args.out, result)
-    if "speedrun" in args.parts:
-        keras = ["--no-keras"] if args.no_keras or missing_modules(("keras",)) else []
-        result["speedrun"] = speedrun.main(
-            [
-                *("--device", args.device, "--repeats", str(args.repeats)),
-                *("--seeds", str(args.seeds), "--timeout", str(args.timeout)),
-                *("--out", str(args.out / "speedrun"), *sample, *keras),
-            ]
-        )
-        result["speedrun_md"] = (args.out / "speedrun" / "speedrun.md").read_text()
-        write(args.out, result)
-    if "seeds" in args.parts:
-        result["seeds"] = seeds_rates(
-            args.seed_counts, args.device, args.seed_epochs, args.train_samples
-        )
+    for part in PARTS:
+        if part not in args.parts:
+            continue
+        try:
+            result[part], result[f"{part}_md"] = _RUNNERS[part](args, sample)
+        except Exception as error:  # a lease is short: one part's failure must not cost the rest
+            line = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            result.setdefault("errors", {})[part] = line
+            print(f"[{part}] failed: {line}", file=sys.stderr)
         write(args.out, result)
     print((args.out / "gpu.md").read_text())
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().get("errors") else 0)

@@ -456,6 +456,23 @@ def test_gpu_rejects_bad_arguments(argv, capsys):
     assert stopped.value.code == 2 and "error:" in capsys.readouterr().err
 
 
+def test_gpu_a_failing_part_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    from benchmarks import gpu, speedrun
+
+    def broken(argv):
+        raise RuntimeError("the speedrun broke\n(on two lines)")
+
+    monkeypatch.setattr(speedrun, "main", broken)
+    monkeypatch.setattr(gpu, "seeds_rates", lambda *args: [_seeds_row("vmap", 10, 0.05)])
+    argv = ["--device", "cpu", "--parts", "speedrun,seeds", "--out", str(tmp_path)]
+    result = gpu.main(argv)
+    assert result["errors"] == {"speedrun": "RuntimeError: the speedrun broke (on two lines)"}
+    assert result["seeds"][0]["seeds"] == 10 and "speedrun" not in result
+    report = (tmp_path / "gpu.md").read_text()
+    assert "- speedrun: RuntimeError: the speedrun broke" in report and "| 10 | vmap |" in report
+    assert json.loads((tmp_path / "gpu.json").read_text())["errors"] == result["errors"]
+
+
 @pytest.mark.integration
 def test_gpu_measurements_run_tiny_on_the_cpu(tmp_path):
     from benchmarks import gpu
