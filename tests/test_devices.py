@@ -46,8 +46,7 @@ def test_tune_xla_cpu_adds_what_this_cpu_needs_and_keeps_the_users_flags(
     assert os.environ["XLA_FLAGS"] == after
 
 
-def _train(tmp_path: Path, xla_flags: str) -> list[dict]:
-    metrics = tmp_path / f"metrics{len(xla_flags)}.jsonl"
+def _train(metrics: Path, xla_flags: str) -> list[dict]:
     runner = Path(__file__).with_name("_synthetic_run.py")
     flags = ["--epochs", "2", "--no-checkpoint", "--no-compile-cache", "--quiet"]
     env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
@@ -66,6 +65,8 @@ def _train(tmp_path: Path, xla_flags: str) -> list[dict]:
 
 
 def test_region_copy_insertion_trains_bit_for_bit_the_same(tmp_path):
-    with_copies = _train(tmp_path, "--xla_cpu_copy_insertion_use_region_analysis=false")
-    without = _train(tmp_path, REGION)
+    with_copies = _train(
+        tmp_path / "with-copies.jsonl", "--xla_cpu_copy_insertion_use_region_analysis=false"
+    )
+    without = _train(tmp_path / "without.jsonl", REGION)
     assert len(with_copies) == 3 and with_copies == without

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from _synthetic import synthetic_mnist
 
-from jaxmnist.batches import batches
+from jaxmnist.batches import as_words, batches, gather_rows
 from jaxmnist.config import PRESETS, TrainConfig
 from jaxmnist.data import preprocess
-from jaxmnist.engine import Callback, as_words, fit, gather_rows
+from jaxmnist.engine import Callback, fit
 from jaxmnist.errors import Interrupted, TrainingDiverged
 from jaxmnist.model import chapter_model, predict
 from jaxmnist.optim import make_optimizer
