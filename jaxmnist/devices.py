@@ -46,16 +46,22 @@ def _cpu_has(feature: str) -> bool:
 
 
 def enable_compile_cache() -> None:
-    """Persist compiled programs, so a second run of the same shapes compiles nothing."""
+    """Persist compiled programs, so a second run of the same shapes compiles nothing: jax's
+    compilation cache, and the executables of the programs that `executables.jit` compiles."""
     import jax
 
+    from jaxmnist import executables
+
     directory = cache_home() / "jaxmnist" / "xla"
+    stored = cache_home() / "jaxmnist" / "executables"
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        stored.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # an unwritable cache only costs compile time; training goes on without it
-    if not os.access(directory, os.W_OK):
+    if not (os.access(directory, os.W_OK) and os.access(stored, os.W_OK)):
         return
+    executables.enable(stored)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     # Our programs compile in well under JAX's default 1 s threshold; cache them all the same.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -24,6 +24,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxmnist import executables
 from jaxmnist.batches import (
     as_words,
     batches,
@@ -98,7 +99,7 @@ class ScanLoop:
             return lax.scan(body, state, first_step + jnp.arange(num_steps, dtype=jnp.int32))
 
         # The state is donated: its buffers are reused for the new state, not copied.
-        self.run_fn = jax.jit(run_fn, static_argnames="num_steps", donate_argnums=0)
+        self.run_fn = executables.jit(run_fn, static_argnames="num_steps", donate_argnums=0)
 
     def order(self, data_key: jax.Array, epoch: int) -> np.ndarray:
         """Epoch `epoch`'s order, padded to whole batches (the padding rows are masked), drawn

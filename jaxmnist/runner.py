@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxmnist import checkpoint as ckpt
+from jaxmnist import executables
 from jaxmnist import resume as resuming
 from jaxmnist.agreement import agreed
 from jaxmnist.callbacks import Callback, EpochResult, epoch_record
@@ -98,7 +99,7 @@ def start_run(
     # One compiled program rather than an op at a time: 0.1 s less at start-up, the same bits.
     # Allocation is asynchronous: wait for it here, so running out of memory raises now, as an
     # error, rather than later inside a checkpoint save that reads a buffer that never came to be.
-    state, data_key = jax.block_until_ready(jax.jit(initial)(np.uint32(config.seed)))
+    state, data_key = jax.block_until_ready(executables.jit(initial)(np.uint32(config.seed)))
     start_epoch, history = 0, []
     if resume:
 

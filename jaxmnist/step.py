@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmnist import losses
+from jaxmnist import executables, losses
 from jaxmnist.data.arrays import preprocess
 from jaxmnist.model import ModelSpec, Params, init_params, logits
 from jaxmnist.optim import Optimizer
@@ -81,7 +81,7 @@ def make_evaluate(
 
 @functools.lru_cache(maxsize=16)
 def _evaluate_program(spec: ModelSpec, loss: str, precision: str, label_smoothing: float):
-    @jax.jit
+    @executables.jit
     def run(params, images, labels, valid=None):
         z = logits(params, preprocess(images), spec, precision)
         per_sample = losses.per_sample_loss(z, labels, loss, label_smoothing)

@@ -84,7 +84,11 @@ EXECUTION_FLAGS = {
         "train one model per seed at once, e.g. 0-9 or 0,3,7: each seed exactly its --seed run, "
         "its checkpoints in CHECKPOINT_DIR/seed-K; prints each and the mean and spread",
     ),  # fmt: skip
-    "no_compile_cache": (None, "do not use the persistent XLA compilation cache"),
+    "no_compile_cache": (
+        None,
+        "do not use the persistent XLA compilation cache, nor the executables kept in "
+        "~/.cache/jaxmnist/executables",
+    ),
 }
 OUTPUT_FLAGS = {
     "data_dir": (

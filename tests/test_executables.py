@@ -1,0 +1,234 @@
+"""Executables kept on disk: the same results as `jax.jit`, one entry per program, never a stale
+or foreign one, and a whole training run that loads its programs trains bit for bit the same."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmnist import executables
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    """Executables enabled in a fresh directory, with fresh counts; disabled afterwards."""
+    directory = tmp_path / "executables"
+    directory.mkdir()
+    monkeypatch.setattr(executables, "stats", executables.stats.__class__())
+    monkeypatch.setattr(executables, "_in_this_process", {})
+    executables.enable(directory)
+    yield directory
+    executables.disable()
+
+
+def _step(state, x, first, *, n):
+    """A small program with what the training programs have: a donated state, a Python number
+    that is traced, and a static argument."""
+    return state * 0.5 + jnp.sum(x) * n + first
+
+
+def _args():
+    return jnp.arange(4.0), jnp.ones((3, 2), jnp.float32)
+
+
+def _as_in_a_new_process() -> None:
+    executables._in_this_process.clear()
+
+
+def _entries(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.exe"))
+
+
+def test_a_stored_program_loads_in_a_new_jit_and_computes_what_jax_jit_does(stored):
+    expected = jax.jit(_step, static_argnames="n")(*_args(), 2, n=3)
+
+    first = executables.jit(_step, static_argnames="n", donate_argnums=0)
+    state, x = _args()
+    np.testing.assert_array_equal(first(state, x, 2, n=3), expected)
+    assert executables.stats == {"compiled": 1}
+    assert len(_entries(stored)) == 1
+
+    _as_in_a_new_process()
+    again = executables.jit(_step, static_argnames="n", donate_argnums=0)
+    state, x = _args()
+    np.testing.assert_array_equal(again(state, x, 2, n=3), expected)
+    assert executables.stats == {"compiled": 1, "loaded": 1}
+    assert state.is_deleted()  # the loaded program still donates its state
+
+    np.testing.assert_array_equal(
+        executables.jit(_step, static_argnames="n", donate_argnums=0)(*_args(), 2, n=3), expected
+    )
+    assert executables.stats == {"compiled": 1, "loaded": 1}  # in this process, read once
+
+
+def test_a_python_number_is_traced_not_keyed_by_value(stored):
+    run = executables.jit(_step, static_argnames="n")
+    results = [run(*_args(), first, n=3) for first in (0, 7)]
+    np.testing.assert_array_equal(results[1] - results[0], np.full(4, 7.0))
+    assert executables.stats == {"compiled": 1}
+    assert len(_entries(stored)) == 1
+
+
+def test_static_values_and_shapes_each_have_their_own_entry(stored):
+    run = executables.jit(_step, static_argnames="n")
+    state, x = _args()
+    for n, rows in ((3, 3), (4, 3), (3, 5)):
+        x = jnp.ones((rows, 2), jnp.float32)
+        np.testing.assert_array_equal(run(state, x, 1, n=n), state * 0.5 + rows * 2 * n + 1)
+    assert executables.stats == {"compiled": 3}
+    assert len(_entries(stored)) == 3
+
+
+def _scaled(scale):
+    def program(x):  # the same name and code for every scale: only the program differs
+        return x * scale
+
+    return program
+
+
+@pytest.mark.parametrize(
+    "scales", [(2.0, 3.0), (np.array([1.0, 2.0], np.float32), np.array([1.0, 5.0], np.float32))]
+)
+def test_a_different_program_of_the_same_name_is_never_answered_by_another(stored, scales):
+    x = jnp.array([1.0, 1.0])
+    for scale in scales:
+        np.testing.assert_array_equal(executables.jit(_scaled(scale))(x), x * scale)
+    assert executables.stats == {"compiled": 2}
+    assert len(_entries(stored)) == 2
+
+
+def test_a_damaged_entry_is_compiled_and_written_again(stored):
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    (entry,) = _entries(stored)
+    data = bytearray(entry.read_bytes())
+    data[-100] ^= 0xFF
+    entry.write_bytes(bytes(data))
+
+    _as_in_a_new_process()
+    result = executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    np.testing.assert_array_equal(result, jax.jit(_step, static_argnames="n")(*_args(), 0, n=1))
+    assert executables.stats == {"compiled": 2, "damaged": 1}
+    _as_in_a_new_process()
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    assert executables.stats["loaded"] == 1  # the rewritten entry loads
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):  # unpickled, this would create the marker file
+        return (Path.touch, (Path(self.path),))
+
+
+def test_an_entry_naming_classes_not_jaxs_is_refused_without_running_them(stored, tmp_path):
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    (entry,) = _entries(stored)
+    marker = tmp_path / "ran"
+    payload = pickle.dumps((_Marker(marker), [], True))
+    entry.write_bytes(executables._MAGIC + hashlib.sha256(payload).digest() + payload)
+
+    _as_in_a_new_process()
+    result = executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    np.testing.assert_array_equal(result, jax.jit(_step, static_argnames="n")(*_args(), 0, n=1))
+    assert not marker.exists()
+    assert executables.stats == {"compiled": 1, "refused": 1}
+
+
+def test_a_directory_that_cannot_be_written_only_costs_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(executables, "stats", executables.stats.__class__())
+    monkeypatch.setattr(executables, "_in_this_process", {})
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    executables.enable(not_a_directory)
+    try:
+        run = executables.jit(_step, static_argnames="n")
+        for _ in range(2):
+            result = run(*_args(), 0, n=1)
+            np.testing.assert_array_equal(
+                result, jax.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+            )
+    finally:
+        executables.disable()
+    assert executables.stats == {"compiled": 1}  # then jax.jit's own path: not compiled again
+
+
+def test_disabled_it_is_jax_jit(tmp_path, monkeypatch):
+    monkeypatch.setattr(executables, "stats", executables.stats.__class__())
+    executables.disable()
+    run = executables.jit(_step, static_argnames="n")
+    np.testing.assert_array_equal(
+        run(*_args(), 0, n=1), jax.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    )
+    assert executables.stats == {}
+
+
+def test_the_oldest_entries_go_beyond_the_limit(stored, monkeypatch):
+    monkeypatch.setattr(executables, "_KEEP", 2)
+    run = executables.jit(_step, static_argnames="n")
+    for n in range(4):
+        run(*_args(), 0, n=n)
+    assert len(_entries(stored)) == 2
+    _as_in_a_new_process()
+    for n in (2, 3):  # the newest two are those kept
+        executables.jit(_step, static_argnames="n")(*_args(), 0, n=n)
+    assert executables.stats == {"compiled": 4, "loaded": 2}
+
+
+def _train(tmp_path: Path, name: str, *flags: str) -> list[dict]:
+    runner = Path(__file__).with_name("_synthetic_run.py")
+    metrics = tmp_path / f"{name}.jsonl"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    subprocess.run(
+        [sys.executable, str(runner), "600", "--epochs", "2", "--no-checkpoint", "--quiet"]
+        + ["--hidden", "32", *flags, "--metrics-out", str(metrics)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    events = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [
+        {k: e.get(k) for k in ("event", "loss", "accuracy", "batch_losses")}
+        for e in events
+        if e["event"] in ("epoch", "test")
+    ]
+
+
+def test_a_run_that_loads_its_programs_trains_bit_for_bit_as_one_that_compiles(tmp_path):
+    compiled_here = _train(tmp_path, "first")
+    entries = {p: p.stat() for p in (tmp_path / "cache" / "jaxmnist" / "executables").glob("*")}
+    assert len(entries) == 3  # the initial state, the epoch, the test set
+
+    loaded = _train(tmp_path, "second")
+    for path, before in entries.items():
+        after = path.stat()
+        assert after.st_ino == before.st_ino  # not written again,
+        assert after.st_mtime_ns > before.st_mtime_ns  # but loaded (marked as recently used)
+
+    without_caches = _train(tmp_path, "plain", "--no-compile-cache")
+    assert loaded == compiled_here == without_caches
+    assert len(compiled_here) == 3 and compiled_here[0]["batch_losses"]
+
+
+def test_a_changed_jax_setting_is_a_different_program(stored):
+    # The same jaxpr lowers to other bits with threefry's other partitioning.
+    def bits(seed):
+        return jax.random.bits(jax.random.key(seed), (8,))
+
+    expected = []
+    for partitionable in (True, False):
+        with jax.threefry_partitionable(partitionable):
+            expected.append(jax.jit(bits)(np.uint32(1)))
+            np.testing.assert_array_equal(executables.jit(bits)(np.uint32(1)), expected[-1])
+    assert not np.array_equal(*expected)
+    assert executables.stats == {"compiled": 2}
