@@ -7,6 +7,7 @@ a non-zero exit: 2 for usage, 1 for the rest, 130 (SIGINT) or 143 (SIGTERM) for 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -227,6 +228,11 @@ def cli() -> NoReturn:
     Every file is written and closed when `main` returns; what a normal exit still does, tearing
     down jax's runtime and every module, took 0.2 s of a 3 s fast-preset run (measured).
     """
+    # Python's cyclic collector ran 266 times in a fast-preset process, 0.10-0.12 s in all, walking
+    # the objects of jax's import and of tracing, which hold few cycles. Collecting the youngest
+    # objects every 100,000 allocations rather than every 700 leaves one run (measured: a whole
+    # process 0.1 s shorter on a 2-core Xeon); garbage stays bounded in a long run all the same.
+    gc.set_threshold(100_000, *gc.get_threshold()[1:])
     status = main()
     sys.stdout.flush()
     sys.stderr.flush()
