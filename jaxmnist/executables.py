@@ -257,15 +257,23 @@ def _store(path: Path, program) -> bool:
 
     try:
         payload, _, _ = serialize_executable.serialize(program)
-        write_atomic(path, _MAGIC + hashlib.sha256(payload).digest() + payload)
-        _prune(path.parent)
-    except (OSError, ValueError, NotImplementedError):
+    except Exception:  # a backend that cannot serialize this program: it runs all the same
         return False
+    try:
+        write_atomic(path, _MAGIC + hashlib.sha256(payload).digest() + payload)
+    except OSError:
+        return False
+    _prune(path.parent)
     return True
 
 
 def _prune(directory: Path) -> None:
-    entries = sorted(directory.glob("*.exe"), key=lambda p: p.stat().st_mtime)
-    for old in entries[: max(0, len(entries) - _KEEP)]:
+    """Keeps the `_KEEP` most recently used entries; another process may be pruning too."""
+    entries = []
+    for entry in directory.glob("*.exe"):
+        with contextlib.suppress(OSError):
+            entries.append((entry.stat().st_mtime, entry))
+    entries.sort()
+    for _, old in entries[: max(0, len(entries) - _KEEP)]:
         with contextlib.suppress(OSError):
             old.unlink()

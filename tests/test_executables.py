@@ -163,6 +163,22 @@ def test_a_directory_that_cannot_be_written_only_costs_time(tmp_path, monkeypatc
     assert executables.stats == {"compiled": 1}  # then jax.jit's own path: not compiled again
 
 
+def test_a_program_the_backend_cannot_serialize_still_runs(stored, monkeypatch):
+    from jax.experimental import serialize_executable
+
+    def refuse(compiled):
+        raise RuntimeError("UNIMPLEMENTED: serialization on this backend")
+
+    monkeypatch.setattr(serialize_executable, "serialize", refuse)
+    run = executables.jit(_step, static_argnames="n")
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            run(*_args(), 0, n=1), jax.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+        )
+    assert executables.stats == {"compiled": 1}
+    assert _entries(stored) == []
+
+
 def test_disabled_it_is_jax_jit(tmp_path, monkeypatch):
     monkeypatch.setattr(executables, "stats", executables.stats.__class__())
     executables.disable()
