@@ -56,12 +56,13 @@ def enable_compile_cache() -> None:
     stored = cache_home() / "jaxmnist" / "executables"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        stored.mkdir(parents=True, exist_ok=True)
+        stored.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
         return  # an unwritable cache only costs compile time; training goes on without it
     if not (os.access(directory, os.W_OK) and os.access(stored, os.W_OK)):
         return
-    executables.enable(stored)
+    if executables.only_this_user_writes(stored):  # its entries are code this process will run
+        executables.enable(stored)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     # Our programs compile in well under JAX's default 1 s threshold; cache them all the same.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -8,10 +8,12 @@ lowering depends on, and loads the executable `jax.experimental.serialize_execut
 
 The key is the traced program, not our source: no edit, flag or setting can make an old entry
 answer for a new program, because a different program has a different key. Entries are native code
-that this user's own runs wrote, as the entries of jax's cache are; each carries a checksum, and
-the unpickler admits jax's, jaxlib's and numpy's classes only. An entry that is absent or damaged
-is compiled afresh and written again; one refused, or a cache that cannot be written, sends the
-program down `jax.jit`'s own path, as do programs on several devices or processes.
+that this user's own runs wrote, as the entries of jax's cache are, and are trusted as such: the
+directory is used only when this user alone can write in it. Each carries a checksum (against
+damage, not tampering), and the unpickler admits jax's, jaxlib's and numpy's classes only. An
+entry that is absent, damaged or refused is compiled afresh and written again; a cache that cannot
+be written sends the program down `jax.jit`'s own path, as do programs on several devices or
+processes, calls inside other transformations and static arguments given by position.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ import collections
 import contextlib
 import functools
 import hashlib
+import inspect
 import io
 import os
 import pickle
 import platform
 import sys
+import time
 from pathlib import Path
 
 import jax
 import jaxlib
 import numpy as np
 
-from jaxmnist._fs import write_atomic
+from jaxmnist._fs import read_regular, write_atomic
 
 _MAGIC = b"jaxmnist executable 1\n"
 _KEEP = 256  # entries; the oldest go beyond it (a keras-preset run writes three, 0.6 MB in all)
@@ -39,6 +43,17 @@ _ALLOWED_MODULES = ("jax", "jaxlib", "ml_dtypes")  # and those below them
 
 _directory: Path | None = None
 stats: collections.Counter = collections.Counter()  # loaded, compiled, damaged, refused
+
+
+def only_this_user_writes(directory: Path) -> bool:
+    """Whether `directory` is this user's and no one else may write in it: what is loaded from
+    it runs as native code, so a directory others can write in is not used."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False
+    getuid = getattr(os, "getuid", None)
+    return (getuid is None or info.st_uid == getuid()) and not info.st_mode & 0o022
 
 
 def enable(directory: Path) -> None:
@@ -62,20 +77,29 @@ class _StoredJit:
         self._jitted = jax.jit(fun, **jit_kwargs)
         static = jit_kwargs.get("static_argnames", ())
         self._static = {static} if isinstance(static, str) else set(static)
+        # Static arguments given by position, or named by number, are left to jax.jit.
+        self._by_position = "static_argnums" in jit_kwargs
+        self._static_positions = _positions(fun, self._static)
         self._options = repr(sorted(jit_kwargs.items()))
         self._programs: dict = {}  # this process's: call signature -> jax.stages.Compiled
 
     def __call__(self, *args, **kwargs):
         directory = _directory
-        if directory is None or jax.process_count() > 1:
+        if (
+            directory is None
+            or self._by_position
+            or any(position < len(args) for position in self._static_positions)
+            or jax.process_count() > 1
+        ):
             return self._jitted(*args, **kwargs)
-        static = sorted((name, v) for name, v in kwargs.items() if name in self._static)
+        static = tuple(sorted((name, v) for name, v in kwargs.items() if name in self._static))
         dynamic = {name: value for name, value in kwargs.items() if name not in self._static}
         leaves, structure = jax.tree.flatten((args, dynamic))
         placed = tuple(_placement(leaf) for leaf in leaves)
-        if any(where is None for where in placed):  # on several devices: jax's own path
+        if any(where is None for where in placed):  # traced, or on several devices
             return self._jitted(*args, **kwargs)
-        signature = (structure, placed, repr(static))
+        # The settings jax.jit itself retraces for: a program traced under others is another.
+        signature = (structure, placed, static, _settings())
         program = self._programs.get(signature)
         if program is None:
             device = next((leaf.device for leaf in leaves if isinstance(leaf, jax.Array)), None)
@@ -98,11 +122,15 @@ class _StoredJit:
     def _load_or_compile(self, directory: Path, device, signature, args, kwargs):
         """The program for these arguments, which run on `device`: kept, or compiled and kept."""
         traced = self._jitted.trace(*args, **kwargs)
-        path = directory / f"{_key(traced, device, signature, self._options)}.exe"
+        try:
+            path = directory / f"{_key(traced, device, signature, self._options)}.exe"
+        except Exception:  # a constant that cannot be read back as bytes: not keyed, not kept
+            stats["unkeyed"] += 1
+            return _UNSTORABLE
         program = _in_this_process.get(path) or _load(path, traced, device)
-        if program is None:  # absent or damaged
+        if program is None:  # absent, damaged or refused
             program = _compiled_afresh(traced)
-            if not _store(path, program):
+            if program is _UNSTORABLE or not _store(path, program):
                 program = _UNSTORABLE
         _in_this_process[path] = program
         return program
@@ -119,16 +147,65 @@ _UNSTORABLE = object()
 
 
 def _compiled_afresh(traced):
-    # An executable that jax's own cache loaded serializes without its code (measured: loaded
-    # again, it fails with "Function ... not found"), so this one is compiled without that cache.
-    enabled = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
+    """`traced` compiled by XLA now, not loaded from jax's compilation cache; _UNSTORABLE when
+    that cannot be made sure of.
+
+    An executable that jax's cache loaded serializes without its code: loaded again, it fails
+    when called ("Function ... not found"), measured with jax 0.10.2. jax decides once per
+    process whether its cache is in use (at its first compile, whatever the setting later), so
+    the cache is set aside for this compile in that decision itself, and a cache hit reported
+    all the same keeps the program from being stored."""
+    from jax._src import compilation_cache
+
+    _listen_for_cache_hits()
+    hits_before = _jax_cache_hits[0]
     try:
+        lock = compilation_cache._cache_initialized_mutex
+        with lock:
+            decided = (compilation_cache._cache_checked, compilation_cache._cache_used)
+    except AttributeError:  # a jax that decides otherwise: its cache cannot be set aside here
+        return _UNSTORABLE
+    try:
+        with lock:
+            compilation_cache._cache_checked, compilation_cache._cache_used = True, False
         program = traced.lower().compile()
     finally:
-        jax.config.update("jax_enable_compilation_cache", enabled)
+        with lock:
+            compilation_cache._cache_checked, compilation_cache._cache_used = decided
     stats["compiled"] += 1
-    return program
+    return _UNSTORABLE if _jax_cache_hits[0] != hits_before else program
+
+
+_jax_cache_hits = [0]  # hits jax's compilation cache has reported in this process
+
+
+@functools.cache
+def _listen_for_cache_hits() -> None:
+    def count(event: str, **kwargs) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            _jax_cache_hits[0] += 1
+
+    jax.monitoring.register_event_listener(count)
+
+
+def _settings():
+    """The jax settings that `jax.jit` retraces for (its own cache key's), as a hashable."""
+    from jax._src import config
+
+    trace_context = getattr(config, "trace_context", None)
+    if trace_context is not None:
+        return trace_context()
+    return repr(sorted(jax.config.values.items()))
+
+
+def _positions(fun, names: set) -> set[int]:
+    """The positions at which `fun` takes the parameters called `names`."""
+    try:
+        parameters = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return {0} if names else set()  # unknown: any positional call goes to jax.jit
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {i for i, p in enumerate(parameters) if p.name in names and p.kind in positional}
 
 
 def _default_device():
@@ -142,12 +219,14 @@ def _default_device():
 def _placement(leaf) -> tuple | None:
     """What the executable takes from an argument: its type, shape, dtype and device, never its
     value (a Python number is traced, as `jax.jit` traces it); None when on several devices."""
+    if isinstance(leaf, jax.core.Tracer):  # called inside another transformation
+        return None
     if isinstance(leaf, jax.Array):
         devices = leaf.sharding.device_set
         if len(devices) != 1:
             return None
         (device,) = devices
-        where = (device.platform, device.id, leaf.sharding.memory_kind)
+        where = (device.platform, device.id, leaf.sharding.memory_kind, leaf.committed)
         return (leaf.shape, str(leaf.dtype), leaf.weak_type, *where)
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):  # numpy: put on the default device
         return (tuple(leaf.shape), str(leaf.dtype))
@@ -158,7 +237,7 @@ def _key(traced, device, signature, options: str) -> str:
     """A hash of everything the executable depends on: the program, its arguments' placement
     and static values, the jit options, and the compiler, its settings and the machine."""
     jaxpr = traced.jaxpr
-    consts = [np.ascontiguousarray(jax.device_get(c)) for c in jaxpr.consts]
+    consts = [np.ascontiguousarray(jax.device_get(c)) for c in _values(jaxpr)]
     digest = hashlib.sha256()
     for part in (
         _compiler(device.platform),
@@ -168,7 +247,7 @@ def _key(traced, device, signature, options: str) -> str:
         options,
         str(jaxpr),
         repr([(c.shape, str(c.dtype)) for c in consts]),
-        repr(signature[1:]),
+        repr(signature[1:3]),  # placements and static values; the settings are all above
         repr(traced.args_info),
         str(traced.out_tree),
     ):
@@ -177,6 +256,26 @@ def _key(traced, device, signature, options: str) -> str:
     for const in consts:
         digest.update(const.tobytes())
     return digest.hexdigest()
+
+
+def _values(closed_jaxpr) -> list:
+    """Every value the program holds that its printed text may leave out: its constants, those
+    of the programs inside it (a nested jit keeps its own), and its literals, in program order."""
+    found = list(closed_jaxpr.consts)
+
+    def visit(jaxpr) -> None:
+        for eqn in jaxpr.eqns:
+            found.extend(v.val for v in eqn.invars if type(v).__name__ == "Literal")
+            for param in eqn.params.values():
+                for inner in param if isinstance(param, (list, tuple)) else (param,):
+                    if hasattr(inner, "consts") and hasattr(inner, "jaxpr"):  # a ClosedJaxpr
+                        found.extend(inner.consts)
+                        visit(inner.jaxpr)
+                    elif hasattr(inner, "eqns"):  # a Jaxpr
+                        visit(inner)
+
+    visit(closed_jaxpr.jaxpr)
+    return found
 
 
 @functools.cache
@@ -201,19 +300,25 @@ def _compiler(platform_name: str) -> str:
 def _host_cpu() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            wanted = ("vendor_id", "cpu family", "model", "model name", "flags")
-            lines = [line for line in cpuinfo if line.split(":")[0].strip() in wanted]
-            return "".join(lines[: len(wanted)])
+            wanted = ("vendor_id", "cpu family", "model", "model name", "flags")  # x86
+            wanted += ("CPU implementer", "CPU architecture", "CPU variant", "CPU part")  # Arm
+            wanted += ("Features",)  # Arm
+            found = {}
+            for line in cpuinfo:  # the first processor's
+                name = line.split(":")[0].strip()
+                if name in wanted:
+                    found.setdefault(name, line)
     except OSError:
-        return f"{platform.machine()} {platform.processor()}"
+        found = {}
+    return f"{platform.machine()} {platform.processor()}\n" + "".join(found.values())
 
 
 def _load(path: Path, traced, device):
-    """The executable stored at `path` for `traced`; None when absent or damaged (to be compiled
-    and written again), _UNSTORABLE when refused or not loadable by this jax."""
+    """The executable stored at `path` for `traced`; None when absent, damaged or refused (to
+    be compiled and written again)."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_regular(path)
+    except OSError:  # absent, or not a regular file (a FIFO must not hang the run)
         return None
     header = len(_MAGIC) + 32
     payload = data[header:]
@@ -225,9 +330,9 @@ def _load(path: Path, traced, device):
         return None
     try:
         program = _deserialize(payload, traced, device)
-    except Exception:  # a class not jax's, or an entry this jax cannot load
+    except Exception:  # a class not jax's, or an entry this jax cannot load: written anew
         stats["refused"] += 1
-        return _UNSTORABLE
+        return None
     stats["loaded"] += 1
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: the last to be pruned
@@ -241,7 +346,9 @@ def _deserialize(payload: bytes, traced, device):
 
     class Unpickler(serialize_executable._JaxPjrtUnpickler):
         def find_class(self, module: str, name: str):
-            if module.split(".")[0] in _ALLOWED_MODULES or (module, name) == ("numpy", "dtype"):
+            # A dotted name would reach through an allowed module to anything it imports.
+            jaxs = module.split(".")[0] in _ALLOWED_MODULES
+            if (jaxs or (module, name) == ("numpy", "dtype")) and "." not in name:
                 return super().find_class(module, name)
             raise pickle.UnpicklingError(f"{module}.{name} is not a jax class")
 
@@ -268,12 +375,25 @@ def _store(path: Path, program) -> bool:
 
 
 def _prune(directory: Path) -> None:
-    """Keeps the `_KEEP` most recently used entries; another process may be pruning too."""
-    entries = []
+    """Keeps the `_KEEP` most recently used entries, and removes what writes that were killed
+    left behind; another process may be pruning too."""
+    entries, now = [], time.time()
     for entry in directory.glob("*.exe"):
         with contextlib.suppress(OSError):
             entries.append((entry.stat().st_mtime, entry))
     entries.sort()
-    for _, old in entries[: max(0, len(entries) - _KEEP)]:
+    unfinished = [
+        entry
+        for entry in directory.glob(".*.exe.*.tmp")  # _fs.temporary_name's, an hour old
+        if _age(entry, now) > 3600
+    ]
+    for old in [entry for _, entry in entries[: max(0, len(entries) - _KEEP)]] + unfinished:
         with contextlib.suppress(OSError):
             old.unlink()
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -96,13 +96,26 @@ def _scaled(scale):
     return program
 
 
+def _scaled_inside(scale):
+    def program(x):  # a nested jit keeps a constant it closes over in its own jaxpr
+        return jax.jit(lambda y: y * scale)(x)
+
+    return program
+
+
+_ARRAYS = (np.array([1.0, 2.0], np.float32), np.array([1.0, 5.0], np.float32))
+
+
 @pytest.mark.parametrize(
-    "scales", [(2.0, 3.0), (np.array([1.0, 2.0], np.float32), np.array([1.0, 5.0], np.float32))]
+    "make, scales",
+    [(_scaled, (2.0, 3.0)), (_scaled, _ARRAYS), (_scaled_inside, _ARRAYS)],
+    ids=["python-number", "array", "array-in-a-nested-jit"],
 )
-def test_a_different_program_of_the_same_name_is_never_answered_by_another(stored, scales):
+def test_a_different_program_of_the_same_name_is_never_answered_by_another(stored, make, scales):
     x = jnp.array([1.0, 1.0])
     for scale in scales:
-        np.testing.assert_array_equal(executables.jit(_scaled(scale))(x), x * scale)
+        _as_in_a_new_process()
+        np.testing.assert_array_equal(executables.jit(make(scale))(x), x * scale)
     assert executables.stats == {"compiled": 2}
     assert len(_entries(stored)) == 2
 
@@ -142,7 +155,35 @@ def test_an_entry_naming_classes_not_jaxs_is_refused_without_running_them(stored
     result = executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
     np.testing.assert_array_equal(result, jax.jit(_step, static_argnames="n")(*_args(), 0, n=1))
     assert not marker.exists()
-    assert executables.stats == {"compiled": 1, "refused": 1}
+    assert executables.stats == {"compiled": 2, "refused": 1}  # and written anew:
+    _as_in_a_new_process()
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    assert executables.stats == {"compiled": 2, "refused": 1, "loaded": 1}
+
+
+def _pickle_calling(module: str, name: str, argument: str) -> bytes:
+    """Protocol 4: `module`.`name`(argument), the name looked up by the unpickler's find_class."""
+
+    def text(value: str) -> bytes:
+        return b"\x8c" + bytes([len(value)]) + value.encode()
+
+    stack_global, one_tuple, reduce = b"\x93", b"\x85", b"R"
+    call = text(module) + text(name) + stack_global + text(argument) + one_tuple + reduce
+    return b"\x80\x04" + call + b"."
+
+
+def test_an_entry_reaching_through_a_jax_module_is_refused_without_running_it(stored, tmp_path):
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    (entry,) = _entries(stored)
+    marker = tmp_path / "made"
+    # jax._src.config imports os: a dotted name would reach os.mkdir through it.
+    payload = _pickle_calling("jax._src.config", "os.mkdir", str(marker))
+    entry.write_bytes(executables._MAGIC + hashlib.sha256(payload).digest() + payload)
+
+    _as_in_a_new_process()
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    assert not marker.exists()
+    assert executables.stats["refused"] == 1
 
 
 def test_a_directory_that_cannot_be_written_only_costs_time(tmp_path, monkeypatch):
@@ -248,3 +289,134 @@ def test_a_changed_jax_setting_is_a_different_program(stored):
             np.testing.assert_array_equal(executables.jit(bits)(np.uint32(1)), expected[-1])
     assert not np.array_equal(*expected)
     assert executables.stats == {"compiled": 2}
+
+
+def test_the_same_function_under_another_jax_setting_is_another_program(stored):
+    run = executables.jit(lambda seed: jax.random.bits(jax.random.key(seed), (8,)))
+    for partitionable in (True, False, True):
+        with jax.threefry_partitionable(partitionable):
+            expected = jax.jit(lambda seed: jax.random.bits(jax.random.key(seed), (8,)))
+            np.testing.assert_array_equal(run(np.uint32(1)), expected(np.uint32(1)))
+    assert executables.stats == {"compiled": 2}
+
+
+def test_static_arguments_given_by_position_and_calls_inside_transformations_are_jax_jits(stored):
+    def step(state, x, first, n):
+        return _step(state, x, first, n=n)
+
+    expected = jax.jit(_step, static_argnames="n")(*_args(), 2, n=3)
+    np.testing.assert_array_equal(
+        executables.jit(step, static_argnames="n")(*_args(), 2, 3),
+        expected,  # n by position
+    )
+    np.testing.assert_array_equal(
+        executables.jit(step, static_argnums=3)(*_args(), 2, n=3),
+        expected,  # n by number
+    )
+    run = executables.jit(_step, static_argnames="n")
+    batched = jax.vmap(lambda s: run(s, _args()[1], 2, n=3))(jnp.stack([_args()[0]] * 2))
+    np.testing.assert_array_equal(batched, jnp.stack([expected] * 2))
+    inside = jax.jit(lambda s: run(s, _args()[1], 2, n=3))(_args()[0])
+    np.testing.assert_array_equal(inside, expected)
+    assert executables.stats == {}  # none of these were kept
+    assert _entries(stored) == []
+
+
+_JAX_CACHE_THEN_STORE = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxmnist import executables
+
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+def program(x):
+    return jnp.tanh(x @ x.T).sum()
+
+x = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+jax.jit(lambda v: v + 1)(x)  # the process's first compile: jax's cache is in use from here
+if sys.argv[3] == "jax":
+    print(float(jax.jit(program)(x)))
+else:
+    executables.enable(__import__("pathlib").Path(sys.argv[2]))
+    print(float(executables.jit(program)(x)))
+    jax.jit(lambda v: v * 3)(x)  # a program after it still goes to jax's cache
+    print(dict(executables.stats))
+"""
+
+
+def test_a_program_in_jaxs_cache_is_kept_with_its_code_and_jaxs_cache_stays_in_use(tmp_path):
+    """An executable loaded from jax's cache serializes without its code, and fails when called
+    once loaded again: what is kept must have been compiled, and jax's cache left as it was."""
+    jax_cache, store = tmp_path / "jax", tmp_path / "store"
+    store.mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(_JAX_CACHE_THEN_STORE)
+
+    def run(mode: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, str(script), str(jax_cache), str(store), mode],
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.split("\n")
+
+    expected = run("jax")[0]  # now in jax's cache
+    in_jax_cache = set(jax_cache.iterdir())
+    first = run("store")
+    assert first[0] == expected
+    assert len(_entries(store)) == 1
+    # Compiled for the store alone, neither read from jax's cache nor written to it; `v * 3`
+    # after it went to jax's cache as before.
+    assert len(set(jax_cache.iterdir()) - in_jax_cache) == 1
+    for entry in _entries(store):  # as when pruned: compiled again, with its code
+        entry.unlink()
+    assert run("store")[1] == "{'compiled': 1}"
+    again = run("store")
+    assert again[0] == expected
+    assert again[1] == "{'loaded': 1}"
+
+
+def test_a_directory_others_can_write_in_is_not_used(tmp_path, monkeypatch):
+    from jaxmnist import devices
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(executables, "_directory", None)
+    shared = tmp_path / "jaxmnist" / "executables"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    try:
+        devices.enable_compile_cache()
+        assert executables._directory is None
+        shared.chmod(0o700)
+        devices.enable_compile_cache()
+        assert executables._directory == shared
+    finally:
+        executables.disable()
+        jax.config.update("jax_compilation_cache_dir", None)
+
+
+def test_what_a_killed_write_left_behind_goes_once_an_hour_old(stored):
+    left = stored / ".0123.exe.999-abcdef01.tmp"
+    fresh = stored / ".4567.exe.999-abcdef02.tmp"
+    for path in (left, fresh):
+        path.write_bytes(b"partial")
+    os.utime(left, (0, 0))
+    executables.jit(_step, static_argnames="n")(*_args(), 0, n=1)
+    assert not left.exists() and fresh.exists()
+    assert len(_entries(stored)) == 1
+
+
+def test_a_program_holding_a_key_it_cannot_read_as_bytes_runs_unkept(stored):
+    key = jax.random.key(0)  # a typed key closed over: a constant numpy cannot hold
+
+    def noisy(x):
+        return x + jax.random.normal(key, x.shape)
+
+    x = jnp.zeros(3)
+    np.testing.assert_array_equal(executables.jit(noisy)(x), jax.jit(noisy)(x))
+    assert _entries(stored) == []
+    assert executables.stats == {"unkeyed": 1}
