@@ -28,6 +28,7 @@ import os
 import pickle
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class _StoredJit:
         self._static_positions = _positions(fun, self._static)
         self._options = repr(sorted(jit_kwargs.items()))
         self._programs: dict = {}  # this process's: call signature -> jax.stages.Compiled
+        self._untried: dict = {}  # signature -> path, of programs loaded but not yet run
 
     def __call__(self, *args, **kwargs):
         directory = _directory
@@ -104,11 +106,28 @@ class _StoredJit:
         if program is None:
             device = next((leaf.device for leaf in leaves if isinstance(leaf, jax.Array)), None)
             device = device or _default_device()
-            program = self._load_or_compile(directory, device, signature, args, kwargs)
+            program, path = self._load_or_compile(directory, device, signature, args, kwargs)
             self._programs[signature] = program
+            if path is not None:
+                self._untried[signature] = path
         if program is _UNSTORABLE:
             return self._jitted(*args, **kwargs)
-        return program(*args, **dynamic)
+        path = self._untried.pop(signature, None)
+        if path is None:
+            return program(*args, **dynamic)
+        try:  # the first run of a loaded program: it has run once before it is trusted
+            return jax.block_until_ready(program(*args, **dynamic))
+        except jax.errors.JaxRuntimeError:
+            # An entry that loads but cannot run (one kept without its code) goes, so that the
+            # next run compiles it; this call goes to jax.jit if its arguments are still there.
+            stats["unrunnable"] += 1
+            _in_this_process.pop(path, None)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self._programs[signature] = _UNSTORABLE
+            if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves):
+                raise
+            return self._jitted(*args, **kwargs)
 
     def _cache_size(self) -> int:
         """How many compiled programs this holds, as `jax.jit`'s function reports (tests)."""
@@ -120,20 +139,24 @@ class _StoredJit:
         return self._jitted.lower(*args, **kwargs)
 
     def _load_or_compile(self, directory: Path, device, signature, args, kwargs):
-        """The program for these arguments, which run on `device`: kept, or compiled and kept."""
+        """The program for these arguments, which run on `device`: kept, or compiled and kept;
+        and the path it was loaded from (None when compiled here)."""
         traced = self._jitted.trace(*args, **kwargs)
         try:
             path = directory / f"{_key(traced, device, signature, self._options)}.exe"
         except Exception:  # a constant that cannot be read back as bytes: not keyed, not kept
             stats["unkeyed"] += 1
-            return _UNSTORABLE
-        program = _in_this_process.get(path) or _load(path, traced, device)
+            return _UNSTORABLE, None
+        if path in _in_this_process:
+            return _in_this_process[path], None
+        program = _load(path, traced, device)
+        loaded_from = path if program is not None else None
         if program is None:  # absent, damaged or refused
             program = _compiled_afresh(traced)
             if program is _UNSTORABLE or not _store(path, program):
                 program = _UNSTORABLE
         _in_this_process[path] = program
-        return program
+        return program, loaded_from
 
 
 # Every entry this process has loaded or written, by path: a program that several `jit`s make
@@ -141,41 +164,45 @@ class _StoredJit:
 _in_this_process: dict[Path, object] = {}
 
 
-# A program whose executable could not be stored or loaded takes `jax.jit`'s path, which still
-# finds it in jax's own cache; compiling it afresh every run would cost more than lowering it.
+# A program whose executable cannot be kept takes `jax.jit`'s own path (and jax's cache).
 _UNSTORABLE = object()
 
 
 def _compiled_afresh(traced):
-    """`traced` compiled by XLA now, not loaded from jax's compilation cache; _UNSTORABLE when
-    that cannot be made sure of.
+    """`traced` compiled by XLA now, neither loaded from jax's compilation cache nor taken from
+    a program jax compiled earlier in this process; _UNSTORABLE when that cannot be made sure of.
 
     An executable that jax's cache loaded serializes without its code: loaded again, it fails
     when called ("Function ... not found"), measured with jax 0.10.2. jax decides once per
     process whether its cache is in use (at its first compile, whatever the setting later), so
     the cache is set aside for this compile in that decision itself, and a cache hit reported
-    all the same keeps the program from being stored."""
+    all the same keeps the program from being stored. jax also hands back a program it compiled
+    before for the same lowering (which its cache may have loaded); a compiler option, set to
+    XLA's default, makes this compile its own."""
     from jax._src import compilation_cache
 
     _listen_for_cache_hits()
-    hits_before = _jax_cache_hits[0]
     try:
         lock = compilation_cache._cache_initialized_mutex
-        with lock:
-            decided = (compilation_cache._cache_checked, compilation_cache._cache_used)
+        compilation_cache._cache_checked, compilation_cache._cache_used  # noqa: B018
     except AttributeError:  # a jax that decides otherwise: its cache cannot be set aside here
         return _UNSTORABLE
-    try:
+    with _compiling:  # one at a time: each restores what it found
+        hits_before = _jax_cache_hits[0]
         with lock:
+            decided = (compilation_cache._cache_checked, compilation_cache._cache_used)
             compilation_cache._cache_checked, compilation_cache._cache_used = True, False
-        program = traced.lower().compile()
-    finally:
-        with lock:
-            compilation_cache._cache_checked, compilation_cache._cache_used = decided
+        try:
+            program = traced.lower().compile(compiler_options={"xla_embed_ir_in_executable": False})
+        finally:
+            with lock:
+                compilation_cache._cache_checked, compilation_cache._cache_used = decided
+        fresh = _jax_cache_hits[0] == hits_before
     stats["compiled"] += 1
-    return _UNSTORABLE if _jax_cache_hits[0] != hits_before else program
+    return program if fresh else _UNSTORABLE
 
 
+_compiling = threading.Lock()
 _jax_cache_hits = [0]  # hits jax's compilation cache has reported in this process
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -336,9 +337,14 @@ def program(x):
 
 x = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
 jax.jit(lambda v: v + 1)(x)  # the process's first compile: jax's cache is in use from here
-if sys.argv[3] == "jax":
+mode = sys.argv[3]
+if mode == "jax":
     print(float(jax.jit(program)(x)))
 else:
+    if mode in ("jax-first", "keep-what-jax-loaded"):
+        jax.jit(program)(x)  # loaded from jax's cache, and held by jax in this process
+    if mode == "keep-what-jax-loaded":  # a way of keeping it that the store itself never takes
+        executables._compiled_afresh = lambda traced: jax.jit(program).lower(x).compile()
     executables.enable(__import__("pathlib").Path(sys.argv[2]))
     print(float(executables.jit(program)(x)))
     jax.jit(lambda v: v * 3)(x)  # a program after it still goes to jax's cache
@@ -346,11 +352,9 @@ else:
 """
 
 
-def test_a_program_in_jaxs_cache_is_kept_with_its_code_and_jaxs_cache_stays_in_use(tmp_path):
-    """An executable loaded from jax's cache serializes without its code, and fails when called
-    once loaded again: what is kept must have been compiled, and jax's cache left as it was."""
+def _run_with_jax_cache(tmp_path: Path):
     jax_cache, store = tmp_path / "jax", tmp_path / "store"
-    store.mkdir()
+    store.mkdir(exist_ok=True)
     script = tmp_path / "run.py"
     script.write_text(_JAX_CACHE_THEN_STORE)
 
@@ -364,6 +368,33 @@ def test_a_program_in_jaxs_cache_is_kept_with_its_code_and_jaxs_cache_stays_in_u
         )
         return done.stdout.split("\n")
 
+    return run, jax_cache, store
+
+
+def test_a_program_jax_compiled_earlier_in_the_process_is_compiled_again_to_be_kept(tmp_path):
+    run, jax_cache, store = _run_with_jax_cache(tmp_path)
+    expected = run("jax")[0]
+    assert run("jax-first")[1] == "{'compiled': 1}"
+    shutil.rmtree(jax_cache)  # what is kept must run without it
+    assert run("store")[:2] == [expected, "{'loaded': 1}"]
+
+
+def test_a_kept_program_that_cannot_run_goes_and_its_call_goes_to_jax_jit(tmp_path):
+    run, jax_cache, store = _run_with_jax_cache(tmp_path)
+    expected = run("jax")[0]
+    run("keep-what-jax-loaded")  # kept without its code
+    assert len(_entries(store)) == 1
+    shutil.rmtree(jax_cache)
+    assert run("store")[:2] == [expected, "{'loaded': 1, 'unrunnable': 1}"]
+    assert _entries(store) == []
+    assert run("store")[1] == "{'compiled': 1}"
+    assert run("store")[:2] == [expected, "{'loaded': 1}"]
+
+
+def test_a_program_in_jaxs_cache_is_kept_with_its_code_and_jaxs_cache_stays_in_use(tmp_path):
+    """An executable loaded from jax's cache serializes without its code, and fails when called
+    once loaded again: what is kept must have been compiled, and jax's cache left as it was."""
+    run, jax_cache, store = _run_with_jax_cache(tmp_path)
     expected = run("jax")[0]  # now in jax's cache
     in_jax_cache = set(jax_cache.iterdir())
     first = run("store")
