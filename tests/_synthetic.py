@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 
@@ -28,3 +34,21 @@ def synthetic_mnist(
         return (on * intensity).astype(np.uint8), labels
 
     return draw(n_train), draw(n_test)
+
+
+def train_figures(metrics: Path, *flags: str, env: dict | None = None) -> list[dict]:
+    """A whole training process on 600 synthetic images (`_synthetic_run.py`), run with `flags`
+    and `env` added to this one's: each epoch's and the test's loss, accuracy and batch losses."""
+    runner = Path(__file__).with_name("_synthetic_run.py")
+    subprocess.run(
+        [sys.executable, str(runner), "600", *flags, "--metrics-out", str(metrics)],
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})},
+        check=True,
+        capture_output=True,
+    )
+    events = [json.loads(line) for line in Path(metrics).read_text().splitlines()]
+    return [
+        {k: e.get(k) for k in ("event", "loss", "accuracy", "batch_losses")}
+        for e in events
+        if e["event"] in ("epoch", "test")
+    ]

@@ -3,18 +3,23 @@ flag changes no result."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jaxmnist import devices
+from tests._synthetic import train_figures
 
 REGION = "--xla_cpu_copy_insertion_use_region_analysis=true"
 WIDTH = "--xla_cpu_prefer_vector_width=512"
+
+
+def _user_xla_flags(monkeypatch, flags: str | None) -> None:
+    if flags is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", flags)
 
 
 @pytest.mark.parametrize(
@@ -37,10 +42,7 @@ def test_tune_xla_cpu_adds_what_this_cpu_needs_and_keeps_the_users_flags(
 ):
     monkeypatch.setattr(devices, "_cpu_has", lambda feature: avx512 and feature == "avx512f")
     monkeypatch.setattr(devices, "_cpu_vendor", lambda: "AuthenticAMD")
-    if before is None:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    else:
-        monkeypatch.setenv("XLA_FLAGS", before)
+    _user_xla_flags(monkeypatch, before)
     devices.tune_xla_cpu()
     assert os.environ["XLA_FLAGS"] == after
     devices.tune_xla_cpu()  # a second call adds nothing
@@ -73,10 +75,7 @@ def test_on_intel_single_products_go_to_eigen_with_the_jaxlib_measured(
     monkeypatch.setattr(devices, "_cpu_has", lambda feature: False)
     monkeypatch.setattr(devices, "_cpu_vendor", lambda: "GenuineIntel")
     monkeypatch.setattr(devices, "_jaxlib_release", lambda: jaxlib)
-    if before is None:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    else:
-        monkeypatch.setenv("XLA_FLAGS", before)
+    _user_xla_flags(monkeypatch, before)
     devices.tune_xla_cpu()
     assert os.environ["XLA_FLAGS"] == after
 
@@ -98,21 +97,8 @@ def test_the_cpu_fields_are_read_from_proc_cpuinfo():
 
 
 def _train(metrics: Path, xla_flags: str) -> list[dict]:
-    runner = Path(__file__).with_name("_synthetic_run.py")
     flags = ["--epochs", "2", "--no-checkpoint", "--no-compile-cache", "--quiet"]
-    env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
-    subprocess.run(
-        [sys.executable, str(runner), "600", *flags, "--metrics-out", str(metrics)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return [
-        {k: e.get(k) for k in ("event", "loss", "accuracy", "batch_losses")}
-        for e in events
-        if e["event"] in ("epoch", "test")
-    ]
+    return train_figures(metrics, *flags, env={"XLA_FLAGS": xla_flags})
 
 
 def test_region_copy_insertion_trains_bit_for_bit_the_same(tmp_path):

@@ -4,7 +4,6 @@ or foreign one, and a whole training run that loads its programs trains bit for 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import shutil
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxmnist import executables
+from tests._synthetic import train_figures
 
 
 @pytest.fixture
@@ -244,22 +244,10 @@ def test_the_oldest_entries_go_beyond_the_limit(stored, monkeypatch):
 
 
 def _train(tmp_path: Path, name: str, *flags: str) -> list[dict]:
-    runner = Path(__file__).with_name("_synthetic_run.py")
-    metrics = tmp_path / f"{name}.jsonl"
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
-    subprocess.run(
-        [sys.executable, str(runner), "600", "--epochs", "2", "--no-checkpoint", "--quiet"]
-        + ["--hidden", "32", *flags, "--metrics-out", str(metrics)],
-        env=env,
-        check=True,
-        capture_output=True,
+    flags = ("--epochs", "2", "--no-checkpoint", "--quiet", "--hidden", "32", *flags)
+    return train_figures(
+        tmp_path / f"{name}.jsonl", *flags, env={"XDG_CACHE_HOME": str(tmp_path / "cache")}
     )
-    events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return [
-        {k: e.get(k) for k in ("event", "loss", "accuracy", "batch_losses")}
-        for e in events
-        if e["event"] in ("epoch", "test")
-    ]
 
 
 def test_a_run_that_loads_its_programs_trains_bit_for_bit_as_one_that_compiles(tmp_path):
