@@ -5,6 +5,7 @@ Everything here runs before jax starts a backend or wraps errors a backend raise
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -48,24 +49,27 @@ def tune_xla_cpu() -> None:
 
 
 def _cpu_has(feature: str) -> bool:
-    return feature in _cpu_field("flags").split()
+    return feature in cpu_fields().get("flags", "").split()
 
 
 def _cpu_vendor() -> str:
-    return _cpu_field("vendor_id")
+    return cpu_fields().get("vendor_id", "")
 
 
-def _cpu_field(name: str) -> str:
-    """The first processor's `name` line in /proc/cpuinfo; empty where there is none."""
+@functools.cache
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo, by name; empty where there is none."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
             for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == name:
-                    return value.strip()
+                if not line.strip():  # the first processor ends here
+                    break
+                name, _, value = line.partition(":")
+                fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return ""
+    return fields
 
 
 def _jaxlib_release() -> tuple[int, ...]:

@@ -6,13 +6,13 @@ of its 3.8 s lowering and loading its three programs (initial state, epoch, test
 traces as `jax.jit` does (a few ms), then looks the program up by its jaxpr and everything else its
 lowering depends on, and loads the executable `jax.experimental.serialize_executable` wrote.
 
-The key is the traced program, not our source: no edit, flag or setting can make an old entry
-answer for a new program, because a different program has a different key. Entries are native code
-that this user's own runs wrote, as the entries of jax's cache are, and are trusted as such: the
-directory is used only when this user alone can write in it. Each carries a checksum (against
-damage, not tampering), and the unpickler admits jax's, jaxlib's and numpy's classes only. An
-entry that is absent, damaged or refused is compiled afresh and written again; a cache that cannot
-be written sends the program down `jax.jit`'s own path, as do programs on several devices or
+The key is the traced program, not our source (`program_key`): no edit, flag or setting can make an
+old entry answer for a new program, because a different program has a different key. Entries are
+native code that this user's own runs wrote, as the entries of jax's cache are, and are trusted as
+such: the directory is used only when this user alone can write in it. Each carries a checksum
+(against damage, not tampering), and the unpickler admits jax's, jaxlib's and numpy's classes only.
+An entry that is absent, damaged or refused is compiled afresh and written again; a cache that
+cannot be written sends the program down `jax.jit`'s own path, as do programs on several devices or
 processes, calls inside other transformations and static arguments given by position.
 """
 
@@ -26,16 +26,13 @@ import inspect
 import io
 import os
 import pickle
-import platform
-import sys
 import threading
 import time
 from pathlib import Path
 
 import jax
-import jaxlib
-import numpy as np
 
+from jaxmnist import program_key
 from jaxmnist._fs import read_regular, write_atomic
 
 _MAGIC = b"jaxmnist executable 1\n"
@@ -97,11 +94,11 @@ class _StoredJit:
         static = tuple(sorted((name, v) for name, v in kwargs.items() if name in self._static))
         dynamic = {name: value for name, value in kwargs.items() if name not in self._static}
         leaves, structure = jax.tree.flatten((args, dynamic))
-        placed = tuple(_placement(leaf) for leaf in leaves)
+        placed = tuple(program_key.placement(leaf) for leaf in leaves)
         if any(where is None for where in placed):  # traced, or on several devices
             return self._jitted(*args, **kwargs)
         # The settings jax.jit itself retraces for: a program traced under others is another.
-        signature = (structure, placed, static, _settings())
+        signature = (structure, placed, static, program_key.settings())
         program = self._programs.get(signature)
         if program is None:
             device = next((leaf.device for leaf in leaves if isinstance(leaf, jax.Array)), None)
@@ -143,7 +140,7 @@ class _StoredJit:
         and the path it was loaded from (None when compiled here)."""
         traced = self._jitted.trace(*args, **kwargs)
         try:
-            path = directory / f"{_key(traced, device, signature, self._options)}.exe"
+            path = directory / f"{program_key.key(traced, device, signature, self._options)}.exe"
         except Exception:  # a constant that cannot be read back as bytes: not keyed, not kept
             stats["unkeyed"] += 1
             return _UNSTORABLE, None
@@ -182,11 +179,10 @@ def _compiled_afresh(traced):
     from jax._src import compilation_cache
 
     _listen_for_cache_hits()
-    try:
-        lock = compilation_cache._cache_initialized_mutex
-        compilation_cache._cache_checked, compilation_cache._cache_used  # noqa: B018
-    except AttributeError:  # a jax that decides otherwise: its cache cannot be set aside here
-        return _UNSTORABLE
+    decision = ("_cache_initialized_mutex", "_cache_checked", "_cache_used")
+    if not all(hasattr(compilation_cache, name) for name in decision):
+        return _UNSTORABLE  # a jax that decides otherwise: its cache cannot be set aside here
+    lock = compilation_cache._cache_initialized_mutex
     with _compiling:  # one at a time: each restores what it found
         hits_before = _jax_cache_hits[0]
         with lock:
@@ -215,16 +211,6 @@ def _listen_for_cache_hits() -> None:
     jax.monitoring.register_event_listener(count)
 
 
-def _settings():
-    """The jax settings that `jax.jit` retraces for (its own cache key's), as a hashable."""
-    from jax._src import config
-
-    trace_context = getattr(config, "trace_context", None)
-    if trace_context is not None:
-        return trace_context()
-    return repr(sorted(jax.config.values.items()))
-
-
 def _positions(fun, names: set) -> set[int]:
     """The positions at which `fun` takes the parameters called `names`."""
     try:
@@ -241,103 +227,6 @@ def _default_device():
     if isinstance(default, str):  # a platform's name
         return jax.devices(default)[0]
     return default or jax.devices()[0]
-
-
-def _placement(leaf) -> tuple | None:
-    """What the executable takes from an argument: its type, shape, dtype and device, never its
-    value (a Python number is traced, as `jax.jit` traces it); None when on several devices."""
-    if isinstance(leaf, jax.core.Tracer):  # called inside another transformation
-        return None
-    if isinstance(leaf, jax.Array):
-        devices = leaf.sharding.device_set
-        if len(devices) != 1:
-            return None
-        (device,) = devices
-        where = (device.platform, device.id, leaf.sharding.memory_kind, leaf.committed)
-        return (leaf.shape, str(leaf.dtype), leaf.weak_type, *where)
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):  # numpy: put on the default device
-        return (tuple(leaf.shape), str(leaf.dtype))
-    return (type(leaf).__name__,)
-
-
-def _key(traced, device, signature, options: str) -> str:
-    """A hash of everything the executable depends on: the program, its arguments' placement
-    and static values, the jit options, and the compiler, its settings and the machine."""
-    jaxpr = traced.jaxpr
-    consts = [np.ascontiguousarray(jax.device_get(c)) for c in _values(jaxpr)]
-    digest = hashlib.sha256()
-    for part in (
-        _compiler(device.platform),
-        # read each time: a setting changed since the last program is a different program
-        os.environ.get("XLA_FLAGS", ""),
-        repr(sorted((name, repr(value)) for name, value in jax.config.values.items())),
-        options,
-        str(jaxpr),
-        repr([(c.shape, str(c.dtype)) for c in consts]),
-        repr(signature[1:3]),  # placements and static values; the settings are all above
-        repr(traced.args_info),
-        str(traced.out_tree),
-    ):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    for const in consts:
-        digest.update(const.tobytes())
-    return digest.hexdigest()
-
-
-def _values(closed_jaxpr) -> list:
-    """Every value the program holds that its printed text may leave out: its constants, those
-    of the programs inside it (a nested jit keeps its own), and its literals, in program order."""
-    found = list(closed_jaxpr.consts)
-
-    def visit(jaxpr) -> None:
-        for eqn in jaxpr.eqns:
-            found.extend(v.val for v in eqn.invars if type(v).__name__ == "Literal")
-            for param in eqn.params.values():
-                for inner in param if isinstance(param, (list, tuple)) else (param,):
-                    if hasattr(inner, "consts") and hasattr(inner, "jaxpr"):  # a ClosedJaxpr
-                        found.extend(inner.consts)
-                        visit(inner.jaxpr)
-                    elif hasattr(inner, "eqns"):  # a Jaxpr
-                        visit(inner)
-
-    visit(closed_jaxpr.jaxpr)
-    return found
-
-
-@functools.cache
-def _compiler(platform_name: str) -> str:
-    """The compiler and what it compiles for: versions, the platform's devices, and the host CPU
-    (XLA's CPU code uses the instructions of the CPU it was compiled on)."""
-    devices = jax.devices(platform_name)
-    return repr(
-        (
-            _MAGIC,
-            jax.__version__,
-            jaxlib.__version__,
-            sys.version,
-            platform_name,
-            devices[0].client.platform_version,
-            [d.device_kind for d in devices],
-            _host_cpu(),
-        )
-    )
-
-
-def _host_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            wanted = ("vendor_id", "cpu family", "model", "model name", "flags")  # x86
-            wanted += ("CPU implementer", "CPU architecture", "CPU variant", "CPU part")  # Arm
-            wanted += ("Features",)  # Arm
-            found = {}
-            for line in cpuinfo:  # the first processor's
-                name = line.split(":")[0].strip()
-                if name in wanted:
-                    found.setdefault(name, line)
-    except OSError:
-        found = {}
-    return f"{platform.machine()} {platform.processor()}\n" + "".join(found.values())
 
 
 def _load(path: Path, traced, device):
